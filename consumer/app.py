@@ -1,0 +1,368 @@
+"""Wiring and lifecycle: the main loop that moves records from Kafka to the Track API.
+
+One thread (this one) owns the Kafka consumer, the offset tracker, the batcher and the
+dead-letter producer. Batches are delivered on a thread pool; finished deliveries come
+back through a queue that this thread drains, so every offset decision is made here.
+
+    consume → inbox → decode/transform → batcher → ready → pool (HTTP) → outcomes
+                           └─ poison ──────────────────────────┴─ rejected → dead letters
+    outcomes, dead-letter acks → offset tracker → commit (timer, revoke, shutdown)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from types import FrameType
+
+import orjson
+from confluent_kafka import Message, TopicPartition
+
+from consumer import decode as dec
+from consumer.batcher import Batch, Batcher, Item
+from consumer.config import ConfigError, Settings
+from consumer.deadletter import DeadLetters, StartupError, ensure_topic
+from consumer.delivery import Delivery, Outcome, TokenSource
+from consumer.flow import BufferBudget
+from consumer.offsets import OffsetTracker, Ticket
+from consumer.retry import backoff
+from consumer.source import Source, common_config
+from consumer.telemetry import Health, Metrics, serve
+from consumer.transform import InvalidRecord, to_event
+
+log = logging.getLogger(__name__)
+
+CONSUME_MAX = 1000  # records per consume() call
+LOOP_WAIT_S = 0.05  # longest a loop iteration blocks; bounds how late an outcome is noticed
+
+
+class App:
+    def __init__(self, settings: Settings, overrides: dict[str, str]) -> None:
+        self.settings = settings
+        self.topic = settings.kafka_topic
+        self.metrics = Metrics()
+        self.health = Health(settings.health_stall_timeout_s, self.metrics)
+        self.decoder = build_decoder(settings)
+        self.tokens = TokenSource(
+            settings.track_api_token.get_secret_value() if settings.track_api_token else None,
+            settings.track_api_token_file,
+        )
+        self.tracker = OffsetTracker()
+        self.batcher = Batcher(settings.batch_max_events, settings.batch_max_bytes, settings.batch_linger_s)
+        self.budget = BufferBudget(settings.buffer_max_events)
+        self.inbox: deque[tuple[Message, Ticket]] = deque()  # consumed, not yet decoded
+        self.ready: deque[Batch] = deque()  # closed batches waiting for a delivery slot
+        self.inflight: dict[Future[Outcome], Batch] = {}
+        self.outcomes: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
+        self.in_batches = 0  # events in `ready` and `inflight`
+        self.registry_retry_at = 0.0
+        self.registry_attempt = 0
+        self.stopping = False
+        self.drain_deadline = 0.0  # while draining, how long a revoke may wait for in-flight batches
+        self.last_commit = 0.0
+        try:
+            self.server = serve(settings.metrics_port, self.metrics, self.health)
+        except OSError as exc:
+            raise ConfigError(
+                f"METRICS_PORT is invalid: cannot listen on {settings.metrics_port}: {exc.strerror}"
+            ) from None
+        self.delivery = Delivery(
+            str(settings.track_api_url),
+            self.tokens,
+            settings.http_timeout_s,
+            settings.retry_backoff_max_s,
+            settings.max_inflight_requests,
+            self.metrics,
+            self.health,
+        )
+        self.pool = ThreadPoolExecutor(settings.max_inflight_requests, thread_name_prefix="delivery")
+        self.source = Source(settings, overrides, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
+        shared = common_config(settings, overrides)
+        self.dead_letters = DeadLetters(shared, settings.kafka_dlq_topic, self._dead_lettered)
+        ensure_topic(shared, self.topic, settings.kafka_dlq_topic)
+        self.metrics.inflight_limit.set(settings.max_inflight_requests)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Consume until asked to stop, then drain and commit; returns the exit code."""
+        log.info(
+            "consumer starting",
+            extra={
+                "topic": self.topic,
+                "group": self.settings.kafka_group_id,
+                "metrics_port": self.server.server_address[1],
+            },
+        )
+        self.source.start(self.tracker.committed)
+        while not self.stopping and self.source.fatal is None:
+            self._step()
+        if self.source.fatal is not None:
+            log.error("fatal Kafka error, exiting without draining: %s", self.source.fatal)
+            return 1
+        return self._shutdown()
+
+    def request_stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stopping:
+            # A second signal: leave now. Nothing undelivered was committed, so nothing is lost.
+            log.warning("second signal, exiting at once")
+            os._exit(128 + signum)
+        log.info("signal %s: draining", signal.Signals(signum).name)
+        self.stopping = True
+
+    def _shutdown(self) -> int:
+        s = self.settings
+        self.health.draining = True
+        self.drain_deadline = time.monotonic() + s.shutdown_timeout_s
+        self.source.set_paused(self.tracker.owned(), True)
+        self._decode_inbox(time.monotonic())
+        if (batch := self.batcher.flush(time.monotonic())) is not None:
+            self._close_batch(batch)
+        while (self.ready or self.inflight) and time.monotonic() < self.drain_deadline:
+            self._dispatch()
+            self._collect(wait_s=LOOP_WAIT_S)
+            self.dead_letters.poll()
+        abandoned = self.in_batches
+        self.delivery.stop.set()  # in-flight retries give up; their records stay uncommitted
+        self.dead_letters.flush(max(self.drain_deadline - time.monotonic(), 1.0))
+        self._collect(wait_s=0)
+        self._commit(wait=True)
+        self.drain_deadline = time.monotonic()  # the revoke inside close() must not wait again
+        self.source.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.delivery.close()
+        self.server.shutdown()
+        log.info("consumer stopped", extra={"undelivered_left_uncommitted": abandoned})
+        return 0
+
+    # ---- one turn of the loop --------------------------------------------------------------------
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        room = self.budget.room(self._buffered())
+        wait = LOOP_WAIT_S
+        if (deadline := self.batcher.deadline()) is not None:
+            wait = min(wait, max(deadline - now, 0.0))
+        messages = self.source.consume(min(room, CONSUME_MAX), wait)
+        if messages:
+            self._accept(messages)
+        now = time.monotonic()
+        self._decode_inbox(now)
+        if (batch := self.batcher.due(now)) is not None:
+            self._close_batch(batch)
+        self._dispatch()
+        self._collect(wait_s=0)
+        self.dead_letters.poll()
+        self._flow_control()
+        if now - self.last_commit >= self.settings.commit_interval_ms / 1000:
+            self._commit(wait=False)
+        self.health.beat()
+
+    def _accept(self, messages: list[Message]) -> None:
+        consumed = 0
+        for m in messages:
+            if (err := m.error()) is not None:
+                log.warning("Kafka consume error: %s", err.str())
+                continue
+            partition = m.partition()
+            if not self.tracker.owns(partition):
+                continue  # a leftover from a partition revoked in this very call
+            self.inbox.append((m, self.tracker.track(partition, m.offset())))
+            consumed += 1
+        self.metrics.records_consumed.inc(consumed)
+
+    def _decode_inbox(self, now: float) -> None:
+        """Decode and map waiting records; stops early while the Schema Registry is unreachable."""
+        inbox, batcher = self.inbox, self.batcher
+        while inbox and now >= self.registry_retry_at:
+            m, ticket = inbox[0]
+            value = m.value()
+            if value is None:
+                self.metrics.skipped.labels("tombstone").inc()
+                self.tracker.ack(ticket)
+                inbox.popleft()
+                continue
+            try:
+                event = orjson.dumps(to_event(self.decoder.decode(value)))
+            except dec.RegistryUnavailable as exc:
+                delay = backoff(self.registry_attempt, 0.5, self.settings.retry_backoff_max_s)
+                self.registry_attempt += 1
+                self.registry_retry_at = now + delay
+                self.metrics.retries.labels("schema_registry").inc()
+                log.warning("Schema Registry unavailable, retrying in %.1fs: %s", delay, exc)
+                return
+            except dec.DecodeError as exc:
+                self._dead_letter(m, ticket, "decode_error", str(exc))
+            except InvalidRecord as exc:
+                self._dead_letter(m, ticket, "invalid_record", str(exc))
+            except Exception as exc:  # a mapping surprise must not stop the partition
+                self._dead_letter(m, ticket, "invalid_record", f"{type(exc).__name__}: {exc}")
+            else:
+                self.registry_attempt = 0
+                ts = m.timestamp()[1]
+                for batch in batcher.add(Item(event, ticket, ts, m.key(), value), now):
+                    self._close_batch(batch)
+            inbox.popleft()
+
+    def _close_batch(self, batch: Batch) -> None:
+        self.ready.append(batch)
+        self.in_batches += len(batch.items)
+
+    def _dispatch(self) -> None:
+        while self.ready and len(self.inflight) < self.settings.max_inflight_requests:
+            batch = self.ready.popleft()
+            future = self.pool.submit(self.delivery.send, batch)
+            self.inflight[future] = batch
+            future.add_done_callback(self.outcomes.put)
+        self.metrics.inflight.set(len(self.inflight))
+
+    def _collect(self, wait_s: float) -> None:
+        """Apply finished deliveries: ack delivered events, dead-letter rejected ones."""
+        try:
+            future = self.outcomes.get(timeout=wait_s) if wait_s > 0 else self.outcomes.get_nowait()
+        except queue.Empty:
+            return
+        while True:
+            batch = self.inflight.pop(future)
+            self.in_batches -= len(batch.items)
+            outcome = future.result()
+            self._apply(outcome)
+            try:
+                future = self.outcomes.get_nowait()
+            except queue.Empty:
+                break
+        self.metrics.inflight.set(len(self.inflight))
+
+    def _apply(self, outcome: Outcome) -> None:
+        now_ms = time.time() * 1000
+        observe = self.metrics.e2e_latency.observe
+        for item in outcome.delivered:
+            self.tracker.ack(item.ticket)
+            observe(max(now_ms - item.timestamp_ms, 0) / 1000)
+        if outcome.delivered:
+            self.metrics.events_delivered.inc(len(outcome.delivered))
+            self.metrics.last_progress.set(now_ms / 1000)
+        for item, status, message in outcome.rejected:
+            self.dead_letters.send(
+                item.ticket, self.topic, item.key, item.value, "rejected", message, {"dlq.http.status": str(status)}
+            )
+
+    def _dead_letter(self, m: Message, ticket: Ticket, reason: str, message: str) -> None:
+        log.warning(
+            "dead-lettering record",
+            extra={"partition": ticket.partition, "offset": ticket.offset, "reason": reason, "error": message},
+        )
+        self.dead_letters.send(ticket, self.topic, m.key(), m.value(), reason, message)
+
+    def _dead_lettered(self, ticket: Ticket, reason: str) -> None:
+        self.tracker.ack(ticket)
+        self.metrics.dead_lettered.labels(reason).inc()
+
+    def _buffered(self) -> int:
+        return len(self.inbox) + len(self.batcher) + self.in_batches
+
+    def _flow_control(self) -> None:
+        buffered = self._buffered()
+        self.metrics.buffered.set(buffered)
+        decision = self.budget.update(buffered)
+        if decision is not None:
+            owned = self.tracker.owned()
+            self.source.set_paused(owned, decision)
+            self.metrics.paused.set(len(owned) if decision else 0)
+            log.info(
+                "flow control: %s %d partitions at %d buffered events",
+                "paused" if decision else "resumed",
+                len(owned),
+                buffered,
+            )
+
+    def _commit(self, wait: bool, partitions: set[int] | None = None) -> None:
+        self.last_commit = time.monotonic()
+        self.source.commit(self.tracker.committable(partitions), wait)
+
+    # ---- rebalances (called by the consumer inside consume(), on this thread) ---------------------
+
+    def _on_assign(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self.tracker.assign(tp.partition)
+        if self.budget.paused:  # new partitions obey the current flow-control state
+            self.source.set_paused([tp.partition for tp in partitions], True)
+            self.metrics.paused.set(len(self.tracker.owned()))
+        self.metrics.rebalances.labels("assigned").inc()
+        self.health.in_group = True
+        log.info("partitions assigned", extra={"partitions": [tp.partition for tp in partitions]})
+
+    def _on_revoke(self, partitions: list[TopicPartition]) -> None:
+        """Finish what was sent for these partitions (within the drain budget), commit, let go."""
+        parts = {tp.partition for tp in partitions}
+        if not parts:
+            return
+        self.metrics.rebalances.labels("revoked").inc()
+        self._drop(parts)
+        # While draining for shutdown the shared deadline applies; otherwise a fresh drain budget.
+        deadline = self.drain_deadline if self.health.draining else time.monotonic() + self.settings.shutdown_timeout_s
+        while time.monotonic() < deadline and any(b.partitions() & parts for b in self.inflight.values()):
+            self._collect(wait_s=LOOP_WAIT_S)
+            self.dead_letters.poll()
+        self.dead_letters.flush(max(deadline - time.monotonic(), 0.5))
+        self._commit(wait=True, partitions=parts)
+        self._release(parts)
+        log.info("partitions revoked", extra={"partitions": sorted(parts)})
+
+    def _on_lost(self, partitions: list[TopicPartition]) -> None:
+        """Another consumer may own these already: commit nothing for them."""
+        parts = {tp.partition for tp in partitions}
+        self.metrics.rebalances.labels("lost").inc()
+        self._drop(parts)
+        self._release(parts)
+        log.warning("partitions lost", extra={"partitions": sorted(parts)})
+
+    def _drop(self, parts: set[int]) -> None:
+        """Forget buffered, unsent records of these partitions; their next owner reads them again."""
+        self.inbox = deque(e for e in self.inbox if e[1].partition not in parts)
+        self.batcher.drop(parts)
+        kept: deque[Batch] = deque()
+        for batch in self.ready:
+            items = [i for i in batch.items if i.ticket.partition not in parts]
+            self.in_batches -= len(batch.items) - len(items)
+            if items:
+                kept.append(Batch(items, 2 + sum(len(i.event) for i in items) + len(items) - 1, batch.created))
+        self.ready = kept
+
+    def _release(self, parts: set[int]) -> None:
+        for p in parts:
+            self.tracker.revoke(p)
+            self.metrics.forget_partition(self.topic, p)
+
+    def _on_stats(self, stats_json: str) -> None:
+        self.metrics.update_lag(stats_json, self.topic)
+
+
+def build_decoder(settings: Settings) -> dec.Decoder:
+    reader = dec.load_schema()
+    if settings.schema_registry_url is not None:
+        return dec.ConfluentDecoder(reader, dec.registry_fetcher(str(settings.schema_registry_url)))
+    writer = None
+    if settings.avro_writer_schema_file is not None:
+        try:
+            writer = dec.load_schema(settings.avro_writer_schema_file)
+            return dec.RawDecoder(reader, writer)
+        except Exception as exc:
+            raise ConfigError(f"AVRO_WRITER_SCHEMA_FILE is invalid: {type(exc).__name__}: {exc}") from None
+    return dec.RawDecoder(reader)
+
+
+def run(settings: Settings, overrides: dict[str, str]) -> int:
+    try:
+        app = App(settings, overrides)
+    except StartupError as exc:
+        log.error("start-up failed: %s", exc)
+        return 1
+    signal.signal(signal.SIGTERM, app.request_stop)
+    signal.signal(signal.SIGINT, app.request_stop)
+    return app.run()

@@ -1,0 +1,62 @@
+"""`group-enriched-consumer`: settings from the environment, JSON logs on stderr, exit codes.
+
+Exit codes: 0 after a clean drain, 1 when start-up or Kafka fails, 2 for a bad setting.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import orjson
+
+from consumer import config
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts, level, logger, msg, and any `extra=` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_info:
+            entry["error"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    logging.getLogger("httpcore").setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args:
+        print("usage: group-enriched-consumer (configured by environment variables; see README)", file=sys.stderr)
+        return 0 if args[0] in ("-h", "--help") else 2
+    setup_logging()
+    log = logging.getLogger("consumer")
+    try:
+        settings, overrides = config.load()
+        logging.getLogger().setLevel(settings.log_level.upper())
+        from consumer.app import run  # imported late: a config error should not pay for librdkafka
+
+        return run(settings, overrides)
+    except config.ConfigError as exc:
+        log.error("configuration error: %s", exc)
+        return 2
+    except Exception:
+        # A bug, not an input problem: nothing undelivered was committed, so a restart loses nothing.
+        log.exception("consumer crashed")
+        return 1

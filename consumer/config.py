@@ -1,0 +1,114 @@
+"""Settings from the environment, validated once at start-up (pure: no I/O but reading the environment)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+KAFKA_CFG_PREFIX = "KAFKA_CFG_"
+DEFAULT_TRACK_API_URL = "https://api.app.thrivestack.ai/api/track"
+
+
+class ConfigError(Exception):
+    """A setting is missing or invalid; the message is one line naming it (never its secret value)."""
+
+
+class Settings(BaseSettings):
+    """Every setting, named exactly as its environment variable (upper-cased)."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    kafka_bootstrap_servers: str = Field(min_length=1)
+    kafka_topic: str = Field("group-enrichment", min_length=1)
+    kafka_group_id: str = Field("group-enriched-consumer", min_length=1)
+    kafka_dlq_topic: str = ""
+    schema_registry_url: AnyHttpUrl | None = None
+    track_api_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_TRACK_API_URL)
+    track_api_token: SecretStr | None = None
+    track_api_token_file: Path | None = None
+    metrics_port: int = Field(9400, ge=0, le=65535)
+    batch_max_events: int = Field(500, ge=1, le=100_000)
+    batch_max_bytes: int = Field(1_048_576, ge=1024)
+    batch_linger_ms: int = Field(200, ge=0, le=60_000)
+    avro_writer_schema_file: Path | None = None
+    # Added settings (docs/configuration.md says why each exists).
+    max_inflight_requests: int = Field(8, ge=1, le=256)
+    buffer_max_events: int = Field(20_000, ge=1)
+    shutdown_timeout_s: float = Field(25.0, gt=0)
+    commit_interval_ms: int = Field(1000, ge=10)
+    http_timeout_s: float = Field(10.0, gt=0)
+    retry_backoff_max_s: float = Field(30.0, gt=0)
+    health_stall_timeout_s: float = Field(60.0, gt=0)
+    log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @model_validator(mode="after")
+    def _derived(self) -> Settings:
+        if not self.kafka_dlq_topic:
+            object.__setattr__(self, "kafka_dlq_topic", f"{self.kafka_topic}.dlq")
+        if self.kafka_dlq_topic == self.kafka_topic:
+            raise ValueError("KAFKA_DLQ_TOPIC must differ from KAFKA_TOPIC")
+        if (self.track_api_token is None) == (self.track_api_token_file is None):
+            raise ValueError("set exactly one of TRACK_API_TOKEN and TRACK_API_TOKEN_FILE")
+        if self.track_api_token is not None and not self.track_api_token.get_secret_value().strip():
+            raise ValueError("TRACK_API_TOKEN is empty")
+        if self.avro_writer_schema_file is not None and self.schema_registry_url is not None:
+            raise ValueError("AVRO_WRITER_SCHEMA_FILE applies to raw Avro only; unset it or SCHEMA_REGISTRY_URL")
+        return self
+
+    @property
+    def batch_linger_s(self) -> float:
+        return self.batch_linger_ms / 1000
+
+
+def kafka_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """`KAFKA_CFG_SECURITY_PROTOCOL=SASL_SSL` → `{"security.protocol": "SASL_SSL"}`."""
+    return {
+        name[len(KAFKA_CFG_PREFIX) :].lower().replace("_", "."): value
+        for name, value in environ.items()
+        if name.startswith(KAFKA_CFG_PREFIX) and len(name) > len(KAFKA_CFG_PREFIX)
+    }
+
+
+def load(environ: Mapping[str, str] | None = None) -> tuple[Settings, dict[str, str]]:
+    """Settings and librdkafka overrides, or `ConfigError` naming the first bad setting."""
+    env = dict(os.environ if environ is None else environ)
+    try:
+        settings = Settings(_env_file=None, **_from_env(env))
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
+    if settings.track_api_token_file is not None:
+        _check_readable(settings.track_api_token_file, "TRACK_API_TOKEN_FILE")
+    if settings.avro_writer_schema_file is not None:
+        _check_readable(settings.avro_writer_schema_file, "AVRO_WRITER_SCHEMA_FILE")
+    return settings, kafka_overrides(env)
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, str]:
+    # Passing values explicitly (not letting pydantic read os.environ) keeps `load` testable with any mapping.
+    fields = Settings.model_fields
+    return {k.lower(): v for k, v in env.items() if k.lower() in fields}
+
+
+def _one_line(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    loc = [str(p) for p in err.get("loc", ())]
+    msg = err["msg"].removeprefix("Value error, ")
+    if not loc:
+        return f"invalid configuration: {msg}"
+    name = loc[0].upper()
+    if err["type"] == "missing":
+        return f"{name} is required"
+    # Never echo the value: it may be a secret.
+    return f"{name} is invalid: {msg}"
+
+
+def _check_readable(path: Path, name: str) -> None:
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"{name} is invalid: cannot read {path}: {exc.strerror}") from None

@@ -1,0 +1,105 @@
+"""The dead-letter topic: records that can never be delivered, with the reason in headers (I/O edge)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from consumer.offsets import Ticket
+from consumer.source import kafka_client
+
+log = logging.getLogger(__name__)
+
+Acked = Callable[[Ticket, str], None]  # (ticket, reason) once the broker has the dead letter
+
+
+class StartupError(Exception):
+    """Start-up cannot go on; the message is one line for the operator."""
+
+
+class DeadLetters:
+    """Produces dead letters idempotently (acks=all) and reports each one once it is stored."""
+
+    def __init__(self, config: dict[str, object], topic: str, on_acked: Acked) -> None:
+        self.topic = topic
+        self._on_acked = on_acked
+        self._producer = kafka_client(
+            Producer,
+            {**config, "acks": "all", "enable.idempotence": True, "linger.ms": 5, "message.timeout.ms": 60_000},
+        )
+        self.pending = 0
+
+    def send(
+        self,
+        ticket: Ticket,
+        source_topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        reason: str,
+        message: str,
+        extra_headers: dict[str, str] | None = None,
+    ) -> None:
+        headers = {
+            "dlq.reason": reason,
+            "dlq.error.message": message,
+            "dlq.source.topic": source_topic,
+            "dlq.source.partition": str(ticket.partition),
+            "dlq.source.offset": str(ticket.offset),
+            **(extra_headers or {}),
+        }
+        encoded = [(k, v.encode()) for k, v in headers.items()]
+
+        def delivered(err: KafkaError | None, _msg: Message) -> None:
+            if err is None:
+                self.pending -= 1
+                self._on_acked(ticket, reason)
+                return
+            # Never ack a record whose dead letter was lost: produce it again.
+            log.warning("dead-letter write failed, retrying: %s", err.str())
+            self.pending -= 1
+            self._produce(key, value, encoded, delivered)
+
+        self._produce(key, value, encoded, delivered)
+
+    def _produce(self, key: bytes | None, value: bytes | None, headers: list, callback: Callable) -> None:
+        while True:
+            try:
+                self._producer.produce(self.topic, value=value, key=key, headers=headers, on_delivery=callback)
+                self.pending += 1
+                return
+            except BufferError:  # the local queue is full: let deliveries drain
+                self._producer.poll(0.1)
+
+    def poll(self) -> None:
+        """Serve delivery reports (calls `on_acked` on this thread)."""
+        self._producer.poll(0)
+
+    def flush(self, timeout_s: float) -> int:
+        return self._producer.flush(max(timeout_s, 0.0))
+
+
+def ensure_topic(admin_config: dict[str, object], source: str, dlq: str, timeout_s: float = 30.0) -> None:
+    """Check the dead-letter topic exists; create it like the source topic if not."""
+    admin = AdminClient(admin_config)
+    try:
+        topics = admin.list_topics(timeout=timeout_s).topics
+    except KafkaException as exc:
+        raise StartupError(f"cannot reach Kafka (KAFKA_BOOTSTRAP_SERVERS): {exc.args[0].str()}") from None
+    if dlq in topics and topics[dlq].error is None:
+        return
+    if source not in topics or topics[source].error is not None:
+        raise StartupError(
+            f"KAFKA_DLQ_TOPIC {dlq} does not exist and cannot be created like KAFKA_TOPIC {source}, "
+            "which does not exist either"
+        )
+    partitions = len(topics[source].partitions)
+    future = admin.create_topics([NewTopic(dlq, num_partitions=partitions)])[dlq]
+    try:
+        future.result(timeout=timeout_s)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another replica won the race
+            raise StartupError(f"cannot create KAFKA_DLQ_TOPIC {dlq}: {exc.args[0].str()}") from None
+    log.warning("created missing dead-letter topic %s with %d partitions", dlq, partitions)

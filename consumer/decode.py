@@ -1,0 +1,135 @@
+"""Kafka record value bytes → GroupEnrichment dict, in either wire format of the contract.
+
+- Raw Avro: the value is the Avro binary of the record, written with the bundled
+  schema or with `AVRO_WRITER_SCHEMA_FILE`.
+- Confluent framing: 0x00, a big-endian int32 schema id, then Avro binary. The writer
+  schema is fetched by id from the Schema Registry once and cached; every record is
+  resolved into the bundled reader schema, so older and newer writers both decode.
+
+Errors: `DecodeError` is permanent (dead-letter as decode_error);
+`RegistryUnavailable` is transient (retry later, never dead-letter).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from io import BytesIO
+from pathlib import Path
+from typing import Any, Protocol
+
+from fastavro import parse_schema, schemaless_reader
+from fastavro.schema import to_parsing_canonical_form
+
+READER_SCHEMA_NAME = "GroupEnrichment.avsc"
+MAGIC_BYTE = 0
+
+
+class DecodeError(ValueError):
+    """The bytes are not a GroupEnrichment record and never will be."""
+
+
+class RegistryUnavailable(Exception):
+    """The Schema Registry could not answer now; the same record may decode later."""
+
+
+class Decoder(Protocol):
+    def decode(self, value: bytes) -> dict[str, Any]: ...
+
+
+def schema_path() -> Path:
+    """The bundled reader schema: inside the installed package, or `schemas/avro/` in a checkout."""
+    packaged = Path(__file__).parent / "schemas" / READER_SCHEMA_NAME
+    if packaged.exists():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "schemas" / "avro" / READER_SCHEMA_NAME
+
+
+def load_schema(path: Path | None = None) -> dict[str, Any]:
+    return json.loads((path or schema_path()).read_text())
+
+
+class _Resolver:
+    """Reads Avro binary written with one writer schema into the reader schema."""
+
+    def __init__(self, writer: dict[str, Any], reader: dict[str, Any]) -> None:
+        self._writer = parse_schema(writer)
+        same = to_parsing_canonical_form(self._writer) == to_parsing_canonical_form(parse_schema(reader))
+        # Skipping resolution when the schemas are equal saves a third of the decode time.
+        self._reader = None if same else parse_schema(reader)
+
+    def read(self, payload: bytes, start: int = 0) -> dict[str, Any]:
+        buf = BytesIO(payload)
+        buf.seek(start)
+        try:
+            record = schemaless_reader(buf, self._writer, self._reader)
+        except Exception as exc:  # fastavro raises many types on bad bytes; all mean "not decodable"
+            raise DecodeError(f"Avro decoding failed: {type(exc).__name__}: {exc}") from None
+        if buf.tell() != len(payload):
+            raise DecodeError(f"Avro decoding left {len(payload) - buf.tell()} trailing bytes")
+        if not isinstance(record, dict):
+            raise DecodeError("Avro value is not a record")
+        return record
+
+
+class RawDecoder:
+    """Raw Avro binary, no framing."""
+
+    def __init__(self, reader: dict[str, Any], writer: dict[str, Any] | None = None) -> None:
+        self._resolver = _Resolver(writer or reader, reader)
+
+    def decode(self, value: bytes) -> dict[str, Any]:
+        return self._resolver.read(value)
+
+
+SchemaFetcher = Callable[[int], dict[str, Any]]
+"""Returns the writer schema for an id; raises DecodeError (unknown id) or RegistryUnavailable."""
+
+
+class ConfluentDecoder:
+    """Confluent wire format, writer schemas fetched by id and cached for the life of the process."""
+
+    def __init__(self, reader: dict[str, Any], fetch: SchemaFetcher) -> None:
+        self._reader = reader
+        self._fetch = fetch
+        self._resolvers: dict[int, _Resolver] = {}
+
+    def decode(self, value: bytes) -> dict[str, Any]:
+        if len(value) < 5 or value[0] != MAGIC_BYTE:
+            raise DecodeError("value is not in Confluent framing (magic byte 0x00 and a schema id)")
+        schema_id = int.from_bytes(value[1:5], "big")
+        resolver = self._resolvers.get(schema_id)
+        if resolver is None:
+            writer = self._fetch(schema_id)
+            try:
+                resolver = _Resolver(writer, self._reader)
+            except Exception as exc:  # an unparsable or unresolvable writer schema is permanent
+                raise DecodeError(f"schema id {schema_id} cannot be read: {exc}") from None
+            self._resolvers[schema_id] = resolver
+        return resolver.read(value, 5)
+
+
+def registry_fetcher(url: str, client_config: dict[str, Any] | None = None) -> SchemaFetcher:
+    """Fetch writer schemas with confluent-kafka's Schema Registry client (it caches and retries)."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+    from confluent_kafka.schema_registry.error import SchemaRegistryError
+
+    client = SchemaRegistryClient({"url": url, **(client_config or {})})
+
+    def fetch(schema_id: int) -> dict[str, Any]:
+        try:
+            schema = client.get_schema(schema_id)
+        except SchemaRegistryError as exc:
+            if exc.http_status_code == 404:
+                raise DecodeError(f"schema id {schema_id} is unknown to the Schema Registry") from None
+            raise RegistryUnavailable(f"Schema Registry error {exc.http_status_code}: {exc.error_message}") from None
+        except Exception as exc:  # connection refused, timeout, TLS: the registry may come back
+            raise RegistryUnavailable(f"Schema Registry unreachable: {type(exc).__name__}: {exc}") from None
+        if schema.schema_type not in (None, "AVRO"):
+            raise DecodeError(f"schema id {schema_id} is {schema.schema_type}, not AVRO")
+        try:
+            return json.loads(schema.schema_str)
+        except ValueError as exc:
+            raise DecodeError(f"schema id {schema_id} is not valid JSON: {exc}") from None
+
+    return fetch

@@ -1,0 +1,197 @@
+"""Deliver one batch to the Track API, retrying until it is accepted, rejected or abandoned (I/O edge).
+
+Runs on a small thread pool: one batch per worker, so `MAX_INFLIGHT_REQUESTS` bounds the
+requests in flight. Decisions come from `retry.py`; this module only carries them out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from consumer.batcher import Batch, Item
+from consumer.retry import Action, backoff, classify, retry_after_s, retry_reason
+from consumer.telemetry import Health, Metrics
+
+log = logging.getLogger(__name__)
+
+BACKOFF_BASE_S = 0.1
+AUTH_BACKOFF_MAX_S = 5.0  # short, so a rotated token is picked up within seconds
+AUTH_LOG_INTERVAL_S = 60.0
+
+
+@dataclass
+class Outcome:
+    """What became of each event of a batch."""
+
+    batch: Batch
+    delivered: list[Item] = field(default_factory=list)
+    rejected: list[tuple[Item, int, str]] = field(default_factory=list)  # item, HTTP status, API's message
+    abandoned: list[Item] = field(default_factory=list)  # not delivered: shutting down
+
+
+class TokenSource:
+    """The bearer token, from the environment or from a file re-read when it changes."""
+
+    def __init__(self, token: str | None = None, path: Path | None = None) -> None:
+        self._path = path
+        self._token = token or ""
+        self._stamp: tuple[float, int] | None = None
+        self._lock = threading.Lock()
+        if path is not None:
+            self.refresh()
+            if not self._token:
+                raise ValueError("TRACK_API_TOKEN_FILE is empty")
+
+    def get(self) -> str:
+        if self._path is not None:
+            self.refresh()
+        return self._token
+
+    def refresh(self) -> None:
+        """Re-read the file if its mtime or size changed (a Kubernetes Secret swaps a symlink)."""
+        if self._path is None:
+            return
+        try:
+            st = os.stat(self._path)
+            stamp = (st.st_mtime, st.st_size)
+            if stamp == self._stamp:
+                return
+            token = self._path.read_text().strip()
+        except OSError as exc:
+            log.warning("cannot re-read TRACK_API_TOKEN_FILE; keeping the current token: %s", exc.strerror)
+            return
+        with self._lock:
+            self._stamp = stamp
+            if token:
+                self._token = token
+
+
+class RetryGate:
+    """One `Retry-After` deadline shared by every worker: no request goes out before it."""
+
+    def __init__(self) -> None:
+        self._not_before = 0.0
+        self._lock = threading.Lock()
+
+    def defer(self, seconds: float) -> None:
+        with self._lock:
+            self._not_before = max(self._not_before, time.monotonic() + seconds)
+
+    def wait(self, stop: threading.Event) -> bool:
+        """Sleep until the deadline; False if `stop` was set meanwhile."""
+        while (delay := self._not_before - time.monotonic()) > 0:
+            if stop.wait(delay):
+                return False
+        return not stop.is_set()
+
+
+class Delivery:
+    def __init__(
+        self,
+        url: str,
+        tokens: TokenSource,
+        timeout_s: float,
+        backoff_max_s: float,
+        max_connections: int,
+        metrics: Metrics,
+        health: Health,
+    ) -> None:
+        self.url = url
+        self.tokens = tokens
+        self.backoff_max_s = backoff_max_s
+        self.metrics = metrics
+        self.health = health
+        self.gate = RetryGate()
+        self.stop = threading.Event()  # set when in-flight work must be abandoned
+        self._last_auth_log = 0.0
+        self._client = httpx.Client(
+            timeout=timeout_s,
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+            headers={"Content-Type": "application/json"},
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def send(self, batch: Batch) -> Outcome:
+        """Deliver a batch; split on 413 and bisect on 400/422 so only refused events are rejected."""
+        outcome = Outcome(batch)
+        chunks = [batch.items]
+        while chunks:
+            items = chunks.pop()
+            answer = self._post_until_final(items)
+            if answer is None:
+                outcome.abandoned.extend(items)
+                for rest in chunks:
+                    outcome.abandoned.extend(rest)
+                break
+            action, status, message = answer
+            if action is Action.DONE:
+                outcome.delivered.extend(items)
+            elif len(items) == 1:
+                outcome.rejected.append((items[0], status, message))
+            else:
+                mid = len(items) // 2
+                chunks.append(items[mid:])
+                chunks.append(items[:mid])
+        return outcome
+
+    def _post_until_final(self, items: list[Item]) -> tuple[Action, int, str] | None:
+        """POST until the answer is DONE, SPLIT or BISECT; None when abandoned."""
+        body = b"[" + b",".join(i.event for i in items) + b"]"
+        attempt = 0
+        while self.gate.wait(self.stop):
+            status, message, retry_after = self._post(body, len(items))
+            action = classify(status)
+            if action is Action.AUTH:
+                self._auth_failed(status)
+            elif status is not None and self.health.auth_failing:
+                self.health.auth_failing = False
+                self.metrics.auth_failing.set(0)
+                log.info("Track API accepts the token again")
+            if action in (Action.DONE, Action.SPLIT, Action.BISECT):
+                return action, status or 0, message
+            self.metrics.retries.labels(retry_reason(status)).inc()
+            if retry_after is not None:
+                self.gate.defer(retry_after)
+                continue
+            cap = AUTH_BACKOFF_MAX_S if action is Action.AUTH else self.backoff_max_s
+            if self.stop.wait(backoff(attempt, BACKOFF_BASE_S, cap)):
+                return None
+            attempt += 1
+        return None
+
+    def _post(self, body: bytes, events: int) -> tuple[int | None, str, float | None]:
+        """One request: (status or None, short message, Retry-After seconds or None)."""
+        headers = {"Authorization": f"Bearer {self.tokens.get()}"}
+        self.metrics.batch_events.observe(events)
+        started = time.perf_counter()
+        try:
+            response = self._client.post(self.url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            self.metrics.http_requests.labels("error").inc()
+            log.debug("Track API request failed: %s", type(exc).__name__)
+            return None, f"{type(exc).__name__}: {exc}", None
+        finally:
+            self.metrics.http_duration.observe(time.perf_counter() - started)
+        status = response.status_code
+        self.metrics.http_requests.labels(str(status)).inc()
+        message = "" if status < 300 else f"HTTP {status}: {response.text[:500]}"
+        return status, message, retry_after_s(response.headers.get("Retry-After"), time.time())
+
+    def _auth_failed(self, status: int | None) -> None:
+        self.tokens.refresh()
+        if not self.health.auth_failing:
+            self.health.auth_failing = True
+            self.metrics.auth_failing.set(1)
+        now = time.monotonic()
+        if now - self._last_auth_log >= AUTH_LOG_INTERVAL_S:
+            self._last_auth_log = now
+            log.error("Track API refuses the token (HTTP %s); delivery paused until it is accepted", status)

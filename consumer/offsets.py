@@ -1,0 +1,90 @@
+"""Which offset may be committed, per partition, when records finish out of order. Pure.
+
+Every consumed record is tracked; it is acked once delivered, dead-lettered or skipped.
+The committable offset of a partition is one past the longest acked prefix: nothing
+below it is still open, so committing it can never skip an undelivered record.
+
+Each assignment of a partition gets a new generation. A ticket from an earlier
+generation (a batch that finished after its partition was revoked) is ignored, so a
+late result can never commit for a partition this process no longer owns.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import NamedTuple
+
+
+class Ticket(NamedTuple):
+    """Identifies one consumed record for acking."""
+
+    partition: int
+    generation: int
+    offset: int
+
+
+class _Partition:
+    __slots__ = ("acked", "committed", "generation", "next_offset", "open")
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+        self.open: deque[int] = deque()  # offsets tracked and not yet below the watermark, ascending
+        self.acked: set[int] = set()  # acked offsets still above the watermark
+        self.next_offset: int | None = None  # the committable offset: everything below is done
+        self.committed: int | None = None
+
+
+class OffsetTracker:
+    def __init__(self) -> None:
+        self._partitions: dict[int, _Partition] = {}
+        self._generation = 0
+
+    def assign(self, partition: int) -> None:
+        self._generation += 1
+        self._partitions[partition] = _Partition(self._generation)
+
+    def revoke(self, partition: int) -> None:
+        self._partitions.pop(partition, None)
+
+    def owned(self) -> list[int]:
+        return list(self._partitions)
+
+    def owns(self, partition: int) -> bool:
+        return partition in self._partitions
+
+    def track(self, partition: int, offset: int) -> Ticket:
+        """Record a consumed offset; offsets of one partition must arrive in ascending order."""
+        p = self._partitions[partition]
+        p.open.append(offset)
+        return Ticket(partition, p.generation, offset)
+
+    def ack(self, ticket: Ticket) -> bool:
+        """Mark a record done; False (and no effect) when the ticket is from a revoked assignment."""
+        p = self._partitions.get(ticket.partition)
+        if p is None or p.generation != ticket.generation:
+            return False
+        p.acked.add(ticket.offset)
+        open_, acked = p.open, p.acked
+        while open_ and open_[0] in acked:
+            offset = open_.popleft()
+            acked.discard(offset)
+            p.next_offset = offset + 1
+        return True
+
+    def open_count(self, partition: int) -> int:
+        p = self._partitions.get(partition)
+        return len(p.open) if p else 0
+
+    def committable(self, partitions: set[int] | None = None) -> dict[int, int]:
+        """Offsets to commit now: partitions whose watermark moved past the last commit."""
+        return {
+            n: p.next_offset
+            for n, p in self._partitions.items()
+            if p.next_offset is not None and p.next_offset != p.committed and (partitions is None or n in partitions)
+        }
+
+    def committed(self, partition: int, offset: int) -> None:
+        """The broker acknowledged a commit of `offset`."""
+        p = self._partitions.get(partition)
+        if p is not None and (p.committed is None or offset > p.committed):
+            p.committed = offset

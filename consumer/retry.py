@@ -1,0 +1,82 @@
+"""How to react to each Track API answer, and how long to wait before trying again. Pure.
+
+| answer                                     | action  | why                                                  |
+|--------------------------------------------|---------|------------------------------------------------------|
+| 2xx                                        | DONE    | every event in the batch accepted                    |
+| network error, timeout                     | RETRY   | the API may be back in a moment                      |
+| 408 425 429 500 502 503 504                | RETRY   | transient by definition; honour Retry-After          |
+| 413                                        | SPLIT   | the body is too large: send the halves               |
+| 400 422                                    | BISECT  | some event is refused: isolate it, deliver the rest  |
+| 401 403                                    | AUTH    | the token is wrong, not the data: wait for a new one |
+| any other status (404, 405, 3xx, ...)      | RETRY   | a misconfigured URL must stall, never drop data      |
+
+A single event that still gets SPLIT or BISECT is rejected on its own: dead-lettered as
+`rejected`. Retries are unlimited: the partition waits, lag grows and an alert fires.
+"""
+
+from __future__ import annotations
+
+import enum
+import random
+from email.utils import parsedate_to_datetime
+
+
+class Action(enum.Enum):
+    DONE = "done"
+    RETRY = "retry"
+    SPLIT = "split"
+    BISECT = "bisect"
+    AUTH = "auth"
+
+
+_RETRY = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+def classify(status: int | None) -> Action:
+    """`status` is the HTTP status, or None when no answer came (connection error, timeout)."""
+    if status is None or status in _RETRY:
+        return Action.RETRY
+    if 200 <= status < 300:
+        return Action.DONE
+    if status == 413:
+        return Action.SPLIT
+    if status in (400, 422):
+        return Action.BISECT
+    if status in (401, 403):
+        return Action.AUTH
+    return Action.RETRY
+
+
+def retry_reason(status: int | None) -> str:
+    """The `reason` label of group_enriched_retries_total."""
+    if status is None:
+        return "network"
+    if status in (401, 403):
+        return "auth"
+    if status == 429:
+        return "throttled"
+    if status >= 500:
+        return "server_error"
+    return f"http_{status}"
+
+
+def backoff(attempt: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with full jitter: uniform(0, min(cap, base * 2**attempt))."""
+    ceiling = min(cap_s, base_s * (2 ** min(attempt, 30)))
+    return (rng or random).uniform(0, ceiling)
+
+
+def retry_after_s(value: str | None, now_epoch_s: float) -> float | None:
+    """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now_epoch_s)

@@ -1,0 +1,142 @@
+"""The Kafka consumer: configuration, pause/resume, commits, and error logging (I/O edge).
+
+Only the main thread touches the consumer: `consume()` runs the rebalance callbacks on it,
+so offsets, pauses and commits never race with a rebalance.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+
+from consumer import __version__
+from consumer.config import ConfigError, Settings
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+ERROR_LOG_INTERVAL_S = 30.0
+
+# Our defaults; any of them can be overridden with KAFKA_CFG_<NAME>.
+CONSUMER_DEFAULTS: dict[str, object] = {
+    "enable.auto.commit": False,  # commits follow delivery, never a timer
+    "enable.auto.offset.store": False,
+    "auto.offset.reset": "earliest",  # a new group starts from the oldest retained record
+    "partition.assignment.strategy": "cooperative-sticky",
+    "statistics.interval.ms": 5000,  # per-partition lag for group_enriched_consumer_lag
+    # Bound librdkafka's prefetch: the flow-control budget is the real buffer.
+    "queued.max.messages.kbytes": 16384,
+    "fetch.max.bytes": 16 * 1024 * 1024,
+}
+
+
+def common_config(settings: Settings, overrides: dict[str, str]) -> dict[str, object]:
+    """Settings shared by the consumer, the dead-letter producer and the admin client."""
+    return {
+        "bootstrap.servers": settings.kafka_bootstrap_servers,
+        "client.id": f"group-enriched-consumer-{__version__}@{socket.gethostname()}",
+        "logger": logging.getLogger("librdkafka"),  # librdkafka's own log lines as JSON too
+        **{k: v for k, v in overrides.items() if k in _SHARED_KEYS or k.startswith(_SHARED_PREFIXES)},
+    }
+
+
+_SHARED_PREFIXES = ("security.", "sasl.", "ssl.", "ssl_")
+_SHARED_KEYS = {"client.id", "client.rack", "socket.keepalive.enable", "broker.address.family", "debug"}
+
+
+def kafka_client(cls: type[T], config: dict[str, object]) -> T:
+    """Create a librdkafka client; a bad KAFKA_CFG_* property becomes a one-line ConfigError."""
+    try:
+        return cls(config)
+    except (KafkaException, ValueError, TypeError) as exc:
+        detail = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
+        raise ConfigError(f"KAFKA_CFG_* is invalid: {detail}") from None
+
+
+class Source:
+    def __init__(
+        self,
+        settings: Settings,
+        overrides: dict[str, str],
+        on_assign: Callable[[list[TopicPartition]], None],
+        on_revoke: Callable[[list[TopicPartition]], None],
+        on_lost: Callable[[list[TopicPartition]], None],
+        on_stats: Callable[[str], None],
+    ) -> None:
+        self.topic = settings.kafka_topic
+        self._last_error: dict[int, float] = {}
+        self.fatal: str | None = None  # set when librdkafka reports a fatal error: the app must stop
+        config = {
+            **common_config(settings, overrides),
+            **CONSUMER_DEFAULTS,
+            "group.id": settings.kafka_group_id,
+            "error_cb": self._on_error,
+            "stats_cb": on_stats,
+            "on_commit": self._on_commit,
+            **overrides,
+        }
+        self._committed: Callable[[int, int], None] = lambda p, o: None
+        self.consumer = kafka_client(Consumer, config)
+        self._callbacks = (on_assign, on_revoke, on_lost)
+
+    def start(self, committed: Callable[[int, int], None]) -> None:
+        """Subscribe; `committed(partition, offset)` hears of every successful commit."""
+        self._committed = committed
+        on_assign, on_revoke, on_lost = self._callbacks
+        self.consumer.subscribe(
+            [self.topic],
+            on_assign=lambda _c, parts: on_assign(parts),
+            on_revoke=lambda _c, parts: on_revoke(parts),
+            on_lost=lambda _c, parts: on_lost(parts),
+        )
+
+    def consume(self, max_records: int, timeout_s: float) -> list[Message]:
+        if max_records <= 0:
+            # Paused by flow control: still call in, so rebalances and heartbeats are served.
+            self.consumer.poll(timeout_s)
+            return []
+        return self.consumer.consume(num_messages=max_records, timeout=timeout_s)
+
+    def set_paused(self, partitions: list[int], paused: bool) -> None:
+        tps = [TopicPartition(self.topic, p) for p in partitions]
+        if tps:
+            (self.consumer.pause if paused else self.consumer.resume)(tps)
+
+    def commit(self, offsets: dict[int, int], wait: bool) -> None:
+        """Commit `offsets` (next offset to read, per partition); failures are retried next time."""
+        if not offsets:
+            return
+        tps = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
+        try:
+            result = self.consumer.commit(offsets=tps, asynchronous=not wait)
+        except KafkaException as exc:
+            log.warning("offset commit failed, will retry: %s", exc.args[0].str())
+            return
+        if wait and result:
+            self._on_commit(None, result)
+
+    def close(self) -> None:
+        self.consumer.close()
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None and err.code() != KafkaError._NO_OFFSET:
+            log.warning("offset commit failed: %s", err.str())
+        for tp in partitions:
+            if tp.error is None and tp.offset >= 0:
+                self._committed(tp.partition, tp.offset)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal():
+            self.fatal = err.str()
+            return
+        # Broker outages repeat the same error many times a second: log each kind at most every 30 s.
+        now = time.monotonic()
+        if now - self._last_error.get(err.code(), -ERROR_LOG_INTERVAL_S) >= ERROR_LOG_INTERVAL_S:
+            self._last_error[err.code()] = now
+            log.warning("Kafka: %s", err.str())

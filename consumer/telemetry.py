@@ -1,0 +1,136 @@
+"""Prometheus metrics and the `/metrics`, `/healthz`, `/readyz` endpoints (I/O edge)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+log = logging.getLogger(__name__)
+
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+_BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+
+class Metrics:
+    """Every metric of shared/contract/operations.md, plus a few that alerts need."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry or CollectorRegistry()
+        p = "group_enriched_"
+        self.records_consumed = Counter(p + "records_consumed", "Records read from Kafka.", registry=r)
+        self.events_delivered = Counter(p + "events_delivered", "Events the Track API accepted.", registry=r)
+        self.dead_lettered = Counter(
+            p + "events_dead_lettered", "Records written to the dead-letter topic.", ["reason"], registry=r
+        )
+        self.http_requests = Counter(p + "http_requests", "Track API requests by status.", ["code"], registry=r)
+        self.http_duration = Histogram(p + "http_request_duration_seconds", "Track API request duration.", registry=r)
+        self.batch_events = Histogram(p + "batch_events", "Events per request.", buckets=_BATCH_BUCKETS, registry=r)
+        self.retries = Counter(p + "retries", "Requests retried, by reason.", ["reason"], registry=r)
+        self.inflight = Gauge(p + "inflight_requests", "Batches being delivered now.", registry=r)
+        self.inflight_limit = Gauge(p + "inflight_limit", "Current in-flight request limit.", registry=r)
+        self.buffered = Gauge(p + "buffered_events", "Events between Kafka and the API.", registry=r)
+        self.paused = Gauge(p + "paused_partitions", "Partitions paused by flow control.", registry=r)
+        self.lag = Gauge(
+            p + "consumer_lag", "High watermark minus committed offset.", ["topic", "partition"], registry=r
+        )
+        self.e2e_latency = Histogram(
+            p + "end_to_end_latency_seconds",
+            "Kafka record timestamp to Track API acceptance.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rebalances = Counter(p + "rebalances", "Rebalance events.", ["event"], registry=r)
+        self.skipped = Counter(
+            p + "records_skipped", "Records neither delivered nor dead-lettered.", ["reason"], registry=r
+        )
+        self.auth_failing = Gauge(p + "auth_failing", "1 while the Track API refuses the token.", registry=r)
+        self.ready = Gauge(p + "ready", "1 when /readyz answers 200.", registry=r)
+        self.last_progress = Gauge(
+            p + "last_progress_timestamp_seconds", "Unix time of the last delivered or committed record.", registry=r
+        )
+        self.commits = Counter(p + "commits", "Offset commits, by result.", ["result"], registry=r)
+        for reason in ("decode_error", "invalid_record", "rejected"):
+            self.dead_lettered.labels(reason)
+        for event in ("assigned", "revoked", "lost"):
+            self.rebalances.labels(event)
+        self.skipped.labels("tombstone")
+
+    def update_lag(self, stats_json: str, topic: str) -> None:
+        """librdkafka statistics → per-partition lag against the committed offset."""
+        stats = json.loads(stats_json)
+        parts = stats.get("topics", {}).get(topic, {}).get("partitions", {})
+        for name, part in parts.items():
+            if name == "-1" or not part.get("assigned", True):
+                continue
+            hi, committed = part.get("hi_offset", -1), part.get("committed_offset", -1)
+            if hi < 0:
+                continue
+            lag = hi - committed if committed >= 0 else hi - max(part.get("lo_offset", 0), 0)
+            self.lag.labels(topic, name).set(max(lag, 0))
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        with contextlib.suppress(KeyError):
+            self.lag.remove(topic, str(partition))
+
+
+class Health:
+    """State behind /healthz and /readyz; written by the main loop, read by the HTTP thread."""
+
+    def __init__(self, stall_timeout_s: float, metrics: Metrics) -> None:
+        self.stall_timeout_s = stall_timeout_s
+        self._metrics = metrics
+        self._beat = time.monotonic()
+        self.in_group = False
+        self.draining = False
+        self.auth_failing = False
+
+    def beat(self) -> None:
+        self._beat = time.monotonic()
+
+    def alive(self) -> bool:
+        return time.monotonic() - self._beat < self.stall_timeout_s
+
+    def ready(self) -> bool:
+        ok = self.in_group and not self.draining and not self.auth_failing and self.alive()
+        self._metrics.ready.set(1 if ok else 0)
+        return ok
+
+
+def serve(port: int, metrics: Metrics, health: Health) -> ThreadingHTTPServer:
+    """Start the endpoints on a daemon thread; returns the server (its port may be 0 → picked)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                health.ready()  # keep the `ready` gauge current for scrapes
+                self._reply(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+            elif self.path == "/healthz":
+                ok = health.alive()
+                self._reply(200 if ok else 503, b"ok\n" if ok else b"stuck\n")
+            elif self.path == "/readyz":
+                ok = health.ready()
+                self._reply(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+            else:
+                self._reply(404, b"not found\n")
+
+        def _reply(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # probes every few seconds would flood the log
+
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="telemetry", daemon=True).start()
+    return server

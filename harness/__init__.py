@@ -1,0 +1,1 @@
+"""Test and demo harness: real services started locally, without Docker."""
