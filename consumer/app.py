@@ -25,10 +25,10 @@ from confluent_kafka import Message, TopicPartition
 
 from consumer import decode as dec
 from consumer.batcher import Batch, Batcher, Item
-from consumer.config import ConfigError, Settings
+from consumer.config import ConfigError, Settings, redacted
 from consumer.deadletter import DeadLetters, StartupError, ensure_topic
 from consumer.delivery import Delivery, Outcome, TokenSource
-from consumer.flow import BufferBudget
+from consumer.flow import BufferBudget, ConcurrencyLimit
 from consumer.offsets import OffsetTracker, Ticket
 from consumer.retry import backoff
 from consumer.source import Source, common_config
@@ -44,6 +44,7 @@ LOOP_WAIT_S = 0.05  # longest a loop iteration blocks; bounds how late an outcom
 class App:
     def __init__(self, settings: Settings, overrides: dict[str, str]) -> None:
         self.settings = settings
+        self.overrides = overrides
         self.topic = settings.kafka_topic
         self.metrics = Metrics()
         self.health = Health(settings.health_stall_timeout_s, self.metrics)
@@ -55,6 +56,7 @@ class App:
         self.tracker = OffsetTracker()
         self.batcher = Batcher(settings.batch_max_events, settings.batch_max_bytes, settings.batch_linger_s)
         self.budget = BufferBudget(settings.buffer_max_events)
+        self.limiter = ConcurrencyLimit(settings.max_inflight_requests)
         self.inbox: deque[tuple[Message, Ticket]] = deque()  # consumed, not yet decoded
         self.ready: deque[Batch] = deque()  # closed batches waiting for a delivery slot
         self.inflight: dict[Future[Outcome], Batch] = {}
@@ -79,18 +81,20 @@ class App:
             settings.max_inflight_requests,
             self.metrics,
             self.health,
+            self.limiter,
+            settings.track_api_ca_bundle,
         )
         self.pool = ThreadPoolExecutor(settings.max_inflight_requests, thread_name_prefix="delivery")
         self.source = Source(settings, overrides, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
         shared = common_config(settings, overrides)
         self.dead_letters = DeadLetters(shared, settings.kafka_dlq_topic, self._dead_lettered)
         ensure_topic(shared, self.topic, settings.kafka_dlq_topic)
-        self.metrics.inflight_limit.set(settings.max_inflight_requests)
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
     def run(self) -> int:
         """Consume until asked to stop, then drain and commit; returns the exit code."""
+        log.info("configuration", extra={"settings": redacted(self.settings, self.overrides)})
         log.info(
             "consumer starting",
             extra={
@@ -179,6 +183,9 @@ class App:
     def _decode_inbox(self, now: float) -> None:
         """Decode and map waiting records; stops early while the Schema Registry is unreachable."""
         inbox, batcher = self.inbox, self.batcher
+        idempotency = self.settings.idempotency_key
+        # An event must fit a request body on its own: the brackets take 2 bytes.
+        max_event = min(self.settings.max_event_bytes, self.settings.batch_max_bytes - 2)
         while inbox and now >= self.registry_retry_at:
             m, ticket = inbox[0]
             value = m.value()
@@ -188,7 +195,10 @@ class App:
                 inbox.popleft()
                 continue
             try:
-                event = orjson.dumps(to_event(self.decoder.decode(value)))
+                event = to_event(self.decoder.decode(value))
+                if idempotency:
+                    event["context"]["idempotency_key"] = f"{self.topic}/{ticket.partition}/{ticket.offset}"
+                encoded = orjson.dumps(event)
             except dec.RegistryUnavailable as exc:
                 delay = backoff(self.registry_attempt, 0.5, self.settings.retry_backoff_max_s)
                 self.registry_attempt += 1
@@ -204,9 +214,12 @@ class App:
                 self._dead_letter(m, ticket, "invalid_record", f"{type(exc).__name__}: {exc}")
             else:
                 self.registry_attempt = 0
-                ts = m.timestamp()[1]
-                for batch in batcher.add(Item(event, ticket, ts, m.key(), value), now):
-                    self._close_batch(batch)
+                if len(encoded) > max_event:
+                    reason = f"event is {len(encoded)} bytes, above the maximum of {max_event} (MAX_EVENT_BYTES)"
+                    self._dead_letter(m, ticket, "rejected", reason)
+                else:
+                    for batch in batcher.add(Item(encoded, ticket, m.timestamp()[1], m.key(), value), now):
+                        self._close_batch(batch)
             inbox.popleft()
 
     def _close_batch(self, batch: Batch) -> None:
@@ -214,12 +227,14 @@ class App:
         self.in_batches += len(batch.items)
 
     def _dispatch(self) -> None:
-        while self.ready and len(self.inflight) < self.settings.max_inflight_requests:
+        limit = self.limiter.current
+        while self.ready and len(self.inflight) < limit:
             batch = self.ready.popleft()
             future = self.pool.submit(self.delivery.send, batch)
             self.inflight[future] = batch
             future.add_done_callback(self.outcomes.put)
         self.metrics.inflight.set(len(self.inflight))
+        self.metrics.inflight_limit.set(limit)
 
     def _collect(self, wait_s: float) -> None:
         """Apply finished deliveries: ack delivered events, dead-letter rejected ones."""

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(30.0, gt=0)
     health_stall_timeout_s: float = Field(60.0, gt=0)
     log_level: str = Field("INFO", pattern=r"(?i)^(DEBUG|INFO|WARNING|ERROR)$")
+    max_event_bytes: int = Field(1_048_576, ge=256)
+    track_api_ca_bundle: Path | None = None
+    idempotency_key: bool = False
 
     @model_validator(mode="after")
     def _derived(self) -> Settings:
@@ -84,7 +87,23 @@ def load(environ: Mapping[str, str] | None = None) -> tuple[Settings, dict[str, 
         _check_readable(settings.track_api_token_file, "TRACK_API_TOKEN_FILE")
     if settings.avro_writer_schema_file is not None:
         _check_readable(settings.avro_writer_schema_file, "AVRO_WRITER_SCHEMA_FILE")
+    if settings.track_api_ca_bundle is not None:
+        _check_readable(settings.track_api_ca_bundle, "TRACK_API_CA_BUNDLE")
     return settings, kafka_overrides(env)
+
+
+_SECRET_WORDS = ("password", "secret", "token", "key", "jaas")
+
+
+def redacted(settings: Settings, overrides: dict[str, str]) -> dict[str, object]:
+    """The effective configuration for the start-up log, with every secret replaced."""
+    out: dict[str, object] = {name.upper(): value for name, value in settings.model_dump(mode="json").items()}
+    if settings.track_api_token is not None:
+        out["TRACK_API_TOKEN"] = "<redacted>"
+    for key, value in overrides.items():
+        secret = any(word in key for word in _SECRET_WORDS) and not key.endswith(".location")
+        out["KAFKA_CFG_" + key.upper().replace(".", "_")] = "<redacted>" if secret else value
+    return out
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, str]:

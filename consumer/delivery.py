@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from consumer.batcher import Batch, Item
+from consumer.flow import ConcurrencyLimit
 from consumer.retry import Action, backoff, classify, retry_after_s, retry_reason
 from consumer.telemetry import Health, Metrics
 
@@ -102,8 +104,11 @@ class Delivery:
         max_connections: int,
         metrics: Metrics,
         health: Health,
+        limiter: ConcurrencyLimit,
+        ca_bundle: Path | None = None,
     ) -> None:
         self.url = url
+        self.limiter = limiter
         self.tokens = tokens
         self.backoff_max_s = backoff_max_s
         self.metrics = metrics
@@ -111,7 +116,10 @@ class Delivery:
         self.gate = RetryGate()
         self.stop = threading.Event()  # set when in-flight work must be abandoned
         self._last_auth_log = 0.0
+        # Certificates are always verified; a CA bundle replaces the system trust store.
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
         self._client = httpx.Client(
+            verify=verify,
             timeout=timeout_s,
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
             headers={"Content-Type": "application/json"},
@@ -176,12 +184,17 @@ class Delivery:
         try:
             response = self._client.post(self.url, content=body, headers=headers)
         except httpx.HTTPError as exc:
+            elapsed = time.perf_counter() - started
+            self.metrics.http_duration.observe(elapsed)
             self.metrics.http_requests.labels("error").inc()
+            self.limiter.on_response(elapsed, congested=True, now=time.monotonic())
             log.debug("Track API request failed: %s", type(exc).__name__)
             return None, f"{type(exc).__name__}: {exc}", None
-        finally:
-            self.metrics.http_duration.observe(time.perf_counter() - started)
+        elapsed = time.perf_counter() - started
+        self.metrics.http_duration.observe(elapsed)
         status = response.status_code
+        if status not in (401, 403):  # a refused token says nothing about the API's load
+            self.limiter.on_response(elapsed, congested=status == 429 or status >= 500, now=time.monotonic())
         self.metrics.http_requests.labels(str(status)).inc()
         message = "" if status < 300 else f"HTTP {status}: {response.text[:500]}"
         return status, message, retry_after_s(response.headers.get("Retry-After"), time.time())

@@ -7,6 +7,7 @@ so offsets, pauses and commits never race with a rebalance.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from collections.abc import Callable
@@ -56,7 +57,9 @@ def kafka_client(cls: type[T], config: dict[str, object]) -> T:
         return cls(config)
     except (KafkaException, ValueError, TypeError) as exc:
         detail = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
-        raise ConfigError(f"KAFKA_CFG_* is invalid: {detail}") from None
+        named = re.search(r'"([a-z0-9._]+)"', detail)  # librdkafka quotes the property it refuses
+        setting = "KAFKA_CFG_" + named.group(1).upper().replace(".", "_") if named else "KAFKA_CFG_*"
+        raise ConfigError(f"{setting} is invalid: {detail}") from None
 
 
 class Source:

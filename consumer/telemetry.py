@@ -55,12 +55,14 @@ class Metrics:
         self.last_progress = Gauge(
             p + "last_progress_timestamp_seconds", "Unix time of the last delivered or committed record.", registry=r
         )
-        self.commits = Counter(p + "commits", "Offset commits, by result.", ["result"], registry=r)
+        # Series that exist from start-up at 0, so increase() and rate() see their first event.
         for reason in ("decode_error", "invalid_record", "rejected"):
             self.dead_lettered.labels(reason)
         for event in ("assigned", "revoked", "lost"):
             self.rebalances.labels(event)
         self.skipped.labels("tombstone")
+        for reason in ("network", "throttled", "server_error", "auth", "schema_registry"):
+            self.retries.labels(reason)
 
     def update_lag(self, stats_json: str, topic: str) -> None:
         """librdkafka statistics → per-partition lag against the committed offset."""
