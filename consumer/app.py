@@ -26,7 +26,7 @@ from confluent_kafka import Message, TopicPartition
 from consumer import decode as dec
 from consumer.batcher import Batch, Batcher, Item
 from consumer.config import ConfigError, Settings, redacted
-from consumer.deadletter import DeadLetters, StartupError, ensure_topic
+from consumer.deadletter import DeadLetters, KafkaUnreachable, StartupError, ensure_topic
 from consumer.delivery import Delivery, Outcome, TokenSource
 from consumer.flow import BufferBudget, ConcurrencyLimit
 from consumer.offsets import OffsetTracker, Ticket
@@ -88,7 +88,6 @@ class App:
         self.source = Source(settings, overrides, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
         shared = common_config(settings, overrides)
         self.dead_letters = DeadLetters(shared, settings.kafka_dlq_topic, self._dead_lettered)
-        ensure_topic(shared, self.topic, settings.kafka_dlq_topic)
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -103,6 +102,8 @@ class App:
                 "metrics_port": self.server.server_address[1],
             },
         )
+        if not self._wait_for_kafka():
+            return self._shutdown()
         self.source.start(self.tracker.committed)
         while not self.stopping and self.source.fatal is None:
             self._step()
@@ -110,6 +111,29 @@ class App:
             log.error("fatal Kafka error, exiting without draining: %s", self.source.fatal)
             return 1
         return self._shutdown()
+
+    def _wait_for_kafka(self) -> bool:
+        """Check the dead-letter topic, retrying while Kafka is unreachable; False if stopped meanwhile.
+
+        Retrying here (not exiting) keeps a pod with a broker outage or refused credentials
+        from crash-looping: it stays alive, not ready, and logs the cause every 30 s.
+        """
+        shared = common_config(self.settings, self.overrides)
+        attempt, last_log = 0, float("-inf")
+        while not self.stopping:
+            try:
+                ensure_topic(shared, self.topic, self.settings.kafka_dlq_topic)
+                return True
+            except KafkaUnreachable as exc:
+                if time.monotonic() - last_log >= 30:
+                    last_log = time.monotonic()
+                    log.error("%s; retrying", exc)
+            self.health.beat()
+            deadline = time.monotonic() + backoff(attempt, 1.0, 10.0)
+            attempt += 1
+            while not self.stopping and time.monotonic() < deadline:
+                time.sleep(0.1)
+        return False
 
     def request_stop(self, signum: int, _frame: FrameType | None) -> None:
         if self.stopping:
@@ -268,6 +292,7 @@ class App:
             )
 
     def _dead_letter(self, m: Message, ticket: Ticket, reason: str, message: str) -> None:
+        message = message[:1000]
         log.warning(
             "dead-lettering record",
             extra={"partition": ticket.partition, "offset": ticket.offset, "reason": reason, "error": message},
@@ -373,11 +398,11 @@ def build_decoder(settings: Settings) -> dec.Decoder:
 
 
 def run(settings: Settings, overrides: dict[str, str]) -> int:
+    app = App(settings, overrides)
+    signal.signal(signal.SIGTERM, app.request_stop)
+    signal.signal(signal.SIGINT, app.request_stop)
     try:
-        app = App(settings, overrides)
+        return app.run()
     except StartupError as exc:
         log.error("start-up failed: %s", exc)
         return 1
-    signal.signal(signal.SIGTERM, app.request_stop)
-    signal.signal(signal.SIGINT, app.request_stop)
-    return app.run()

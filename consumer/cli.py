@@ -32,10 +32,29 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class Throttle(logging.Filter):
+    """Pass one record per key every `interval_s`; librdkafka repeats connection errors many times a second."""
+
+    def __init__(self, interval_s: float = 30.0) -> None:
+        super().__init__()
+        self.interval_s = interval_s
+        self._last: dict[tuple[object, ...], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # confluent-kafka logs as ("%s [%s] %s", facility, client name, text): key on the first two.
+        key = (record.levelno, *record.args[:2]) if isinstance(record.args, tuple) else (record.levelno, record.msg)
+        now = time.monotonic()
+        if now - self._last.get(key, float("-inf")) < self.interval_s:
+            return False
+        self._last[key] = now
+        return True
+
+
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.getLogger("librdkafka").addFilter(Throttle())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 

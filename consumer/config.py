@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     track_api_ca_bundle: Path | None = None
     idempotency_key: bool = False
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_sources):  # type: ignore[no-untyped-def]
+        # Only what `load` passes in: the process environment is read there, explicitly.
+        return (init_settings,)
+
     @model_validator(mode="after")
     def _derived(self) -> Settings:
         if not self.kafka_dlq_topic:

@@ -13,11 +13,17 @@ from consumer.source import kafka_client
 
 log = logging.getLogger(__name__)
 
+MAX_MESSAGE_CHARS = 1000  # a schema-resolution error quotes both schemas: ~15 KB
+
 Acked = Callable[[Ticket, str], None]  # (ticket, reason) once the broker has the dead letter
 
 
 class StartupError(Exception):
     """Start-up cannot go on; the message is one line for the operator."""
+
+
+class KafkaUnreachable(Exception):
+    """Kafka did not answer (down, wrong address, refused credentials); worth trying again."""
 
 
 class DeadLetters:
@@ -44,7 +50,7 @@ class DeadLetters:
     ) -> None:
         headers = {
             "dlq.reason": reason,
-            "dlq.error.message": message,
+            "dlq.error.message": message[:MAX_MESSAGE_CHARS],
             "dlq.source.topic": source_topic,
             "dlq.source.partition": str(ticket.partition),
             "dlq.source.offset": str(ticket.offset),
@@ -81,13 +87,13 @@ class DeadLetters:
         return self._producer.flush(max(timeout_s, 0.0))
 
 
-def ensure_topic(admin_config: dict[str, object], source: str, dlq: str, timeout_s: float = 30.0) -> None:
+def ensure_topic(admin_config: dict[str, object], source: str, dlq: str, timeout_s: float = 5.0) -> None:
     """Check the dead-letter topic exists; create it like the source topic if not."""
     admin = AdminClient(admin_config)
     try:
         topics = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
-        raise StartupError(f"cannot reach Kafka (KAFKA_BOOTSTRAP_SERVERS): {exc.args[0].str()}") from None
+        raise KafkaUnreachable(f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS: {exc.args[0].str()}") from None
     if dlq in topics and topics[dlq].error is None:
         return
     if source not in topics or topics[source].error is not None:

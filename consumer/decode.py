@@ -23,6 +23,7 @@ from fastavro.schema import to_parsing_canonical_form
 
 READER_SCHEMA_NAME = "GroupEnrichment.avsc"
 MAGIC_BYTE = 0
+SCHEMA_NOT_FOUND = 40403
 
 
 class DecodeError(ValueError):
@@ -120,7 +121,9 @@ def registry_fetcher(url: str, client_config: dict[str, Any] | None = None) -> S
         try:
             schema = client.get_schema(schema_id)
         except SchemaRegistryError as exc:
-            if exc.http_status_code == 404:
+            # 40403 is the registry's own "schema not found"; a bare 404 is more likely a wrong
+            # SCHEMA_REGISTRY_URL, which must stall (and alert) rather than dead-letter everything.
+            if exc.http_status_code == 404 and exc.error_code == SCHEMA_NOT_FOUND:
                 raise DecodeError(f"schema id {schema_id} is unknown to the Schema Registry") from None
             raise RegistryUnavailable(f"Schema Registry error {exc.http_status_code}: {exc.error_message}") from None
         except Exception as exc:  # connection refused, timeout, TLS: the registry may come back

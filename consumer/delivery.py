@@ -89,7 +89,7 @@ class RetryGate:
     def wait(self, stop: threading.Event) -> bool:
         """Sleep until the deadline; False if `stop` was set meanwhile."""
         while (delay := self._not_before - time.monotonic()) > 0:
-            if stop.wait(delay):
+            if stop.wait(min(delay, 1.0)):  # bounded: Event.wait overflows on absurd Retry-After values
                 return False
         return not stop.is_set()
 

@@ -17,7 +17,9 @@ A single event that still gets SPLIT or BISECT is rejected on its own: dead-lett
 from __future__ import annotations
 
 import enum
+import math
 import random
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 
@@ -71,12 +73,13 @@ def retry_after_s(value: str | None, now_epoch_s: float) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():  # isdigit() alone accepts "²"
+        seconds = float(value)
+        return seconds if math.isfinite(seconds) else None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        return None
+    if when.tzinfo is None:  # asctime dates carry no zone; HTTP dates are UTC (RFC 9110 §5.6.7)
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now_epoch_s)

@@ -63,7 +63,7 @@ def to_event(record: dict[str, Any]) -> dict[str, Any]:
             "enrichment_street_number": c["street_number"],
             "enrichment_sub_industry": c["sub_industry"],
             "enrichment_tags": c["tags"],
-            "enrichment_tech": ", ".join(c["tech"]) or None,
+            "enrichment_tech": ", ".join(c["tech"]) if c["tech"] else None,
             "enrichment_tech_categories": c["tech_categories"],
             "enrichment_time_zone": c["time_zone"],
             "enrichment_traffic_rank": _decimal(c["traffic_rank"]),
