@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both set themselves up.
 PY := .venv/bin/python
 
-.PHONY: setup demo test unit lint chart bench
+.PHONY: setup demo test unit lint fuzz
 
 setup:
 	@bash scripts/setup.sh
@@ -13,6 +13,7 @@ demo: setup
 test: setup lint
 	$(PY) -m pytest
 	bash scripts/chart/check.sh
+	bash scripts/fuzz.sh 15
 
 unit: setup
 	$(PY) -m pytest -m "not integration"
@@ -20,3 +21,12 @@ unit: setup
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+
+# The container image: a Debian-built Python base, the image, and its tests (needs buildah; see scripts/image/).
+.PHONY: image
+image: setup
+	bash scripts/image/make-base.sh && bash scripts/image/build.sh && IMAGE_TESTS=1 $(PY) -m pytest tests/test_image.py -q
+
+# Coverage-guided fuzzing of decode + transform + encode, both wire formats (atheris).
+fuzz: setup
+	bash scripts/fuzz.sh $(or $(FUZZ_SECONDS),60)

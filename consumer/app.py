@@ -20,12 +20,12 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 
-import orjson
 from confluent_kafka import Message, TopicPartition
 
 from consumer import decode as dec
 from consumer.batcher import Batch, Batcher, Item
 from consumer.config import ConfigError, Settings, redacted
+from consumer.convert import Unconvertible, dead_letter_reason, encode_event
 from consumer.deadletter import DeadLetters, KafkaUnreachable, StartupError, ensure_topic
 from consumer.delivery import Delivery, Outcome, TokenSource
 from consumer.flow import BufferBudget, ConcurrencyLimit
@@ -33,7 +33,6 @@ from consumer.offsets import OffsetTracker, Ticket
 from consumer.retry import backoff
 from consumer.source import Source, common_config
 from consumer.telemetry import Health, Metrics, serve
-from consumer.transform import InvalidRecord, to_event
 
 log = logging.getLogger(__name__)
 
@@ -218,11 +217,9 @@ class App:
                 self.tracker.ack(ticket)
                 inbox.popleft()
                 continue
+            key = f"{self.topic}/{ticket.partition}/{ticket.offset}" if idempotency else None
             try:
-                event = to_event(self.decoder.decode(value))
-                if idempotency:
-                    event["context"]["idempotency_key"] = f"{self.topic}/{ticket.partition}/{ticket.offset}"
-                encoded = orjson.dumps(event)
+                encoded = encode_event(self.decoder, value, max_event, key)
             except dec.RegistryUnavailable as exc:
                 delay = backoff(self.registry_attempt, 0.5, self.settings.retry_backoff_max_s)
                 self.registry_attempt += 1
@@ -230,20 +227,12 @@ class App:
                 self.metrics.retries.labels("schema_registry").inc()
                 log.warning("Schema Registry unavailable, retrying in %.1fs: %s", delay, exc)
                 return
-            except dec.DecodeError as exc:
-                self._dead_letter(m, ticket, "decode_error", str(exc))
-            except InvalidRecord as exc:
-                self._dead_letter(m, ticket, "invalid_record", str(exc))
-            except Exception as exc:  # a mapping surprise must not stop the partition
-                self._dead_letter(m, ticket, "invalid_record", f"{type(exc).__name__}: {exc}")
+            except Unconvertible as exc:
+                self._dead_letter(m, ticket, dead_letter_reason(exc), str(exc))
             else:
                 self.registry_attempt = 0
-                if len(encoded) > max_event:
-                    reason = f"event is {len(encoded)} bytes, above the maximum of {max_event} (MAX_EVENT_BYTES)"
-                    self._dead_letter(m, ticket, "rejected", reason)
-                else:
-                    for batch in batcher.add(Item(encoded, ticket, m.timestamp()[1], m.key(), value), now):
-                        self._close_batch(batch)
+                for batch in batcher.add(Item(encoded, ticket, m.timestamp()[1], m.key(), value), now):
+                    self._close_batch(batch)
             inbox.popleft()
 
     def _close_batch(self, batch: Batch) -> None:

@@ -3,13 +3,16 @@
 Behaviour is scripted per request with `respond` (status, headers) so tests can play an API
 that is slow, throttles, refuses a token or rejects one bad event. `kill()` closes the
 listening socket and every open connection (clients then see "connection refused");
-`start()` brings it back on the same port.
+`start()` brings it back on the same port. With `tls` (a server-side `ssl.SSLContext`) it
+serves HTTPS; handshakes the client refuses are counted in `tls_failures`, not served.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -43,6 +46,8 @@ class TrackApi:
     requests: list[Request] = field(default_factory=list)
     serialize: bool = False  # answer one request at a time (backpressure tests)
     log: Callable[[str], None] | None = None  # told one line per request
+    tls: ssl.SSLContext | None = None  # serve HTTPS with this server-side context
+    tls_failures: list[str] = field(default_factory=list)  # failed TLS handshakes, why
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -52,7 +57,8 @@ class TrackApi:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/api/track"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/api/track"
 
     def start(self) -> TrackApi:
         api = self
@@ -61,6 +67,13 @@ class TrackApi:
             protocol_version = "HTTP/1.1"  # keep-alive, as the real API
 
             def setup(self) -> None:
+                if api.tls is not None:  # handshake here, on the connection's thread, not in accept()
+                    try:
+                        self.request.do_handshake()
+                    except (ssl.SSLError, OSError) as exc:
+                        with api._lock:
+                            api.tls_failures.append(f"{type(exc).__name__}: {exc}")
+                        raise
                 super().setup()
                 with api._lock:
                     api._conns.add(self.connection)
@@ -121,9 +134,19 @@ class TrackApi:
             def log_message(self, *args: object) -> None:
                 pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        self._server.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                if not isinstance(sys.exc_info()[1], (ssl.SSLError, ConnectionError)):
+                    super().handle_error(request, client_address)  # a refused handshake is no server bug
+
+        self._server = Server(("127.0.0.1", self.port), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
         self.port = self._server.server_address[1]
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self

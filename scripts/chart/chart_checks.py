@@ -15,6 +15,7 @@ problems on stderr, and exits non-zero when the check fails.
                                 recording rules to OUT_RULES for `promtool check rules`
   known-metrics KNOWN NAME...   every NAME is listed in the file KNOWN
 """
+
 from __future__ import annotations
 
 import json
@@ -97,8 +98,11 @@ def same_rules(path: str, rules_file: str) -> int:
 
 
 def same_dashboard(path: str, dashboard_file: str) -> int:
-    configmaps = [d for d in load_docs(path) if d.get("kind") == "ConfigMap"
-                  and "group-enriched-consumer.json" in (d.get("data") or {})]
+    configmaps = [
+        d
+        for d in load_docs(path)
+        if d.get("kind") == "ConfigMap" and "group-enriched-consumer.json" in (d.get("data") or {})
+    ]
     if len(configmaps) != 1:
         print("no dashboard ConfigMap rendered", file=sys.stderr)
         return 1
@@ -142,10 +146,15 @@ def dashboard(path: str, out_rules: str) -> int:
     for problem in problems:
         print(problem, file=sys.stderr)
     # Grafana's variables replaced by values, so promtool can parse each query.
-    concrete = [e.replace("$__rate_interval", "5m").replace("$namespace", "ns").replace("$job", "job")
-                for e in exprs]
-    rules = {"groups": [{"name": "dashboard", "rules": [
-        {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(concrete)]}]}
+    concrete = [e.replace("$__rate_interval", "5m").replace("$namespace", "ns").replace("$job", "job") for e in exprs]
+    rules = {
+        "groups": [
+            {
+                "name": "dashboard",
+                "rules": [{"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(concrete)],
+            }
+        ]
+    }
     Path(out_rules).write_text(yaml.safe_dump(rules, sort_keys=False))
     panels = sum(1 for p in dash["panels"] if p["type"] != "row")
     print(f"{panels} panels, {len(exprs)} queries")
@@ -153,8 +162,9 @@ def dashboard(path: str, out_rules: str) -> int:
 
 
 def known_metrics(known_file: str, *names: str) -> int:
-    known = {line.strip() for line in Path(known_file).read_text().splitlines()
-             if line.strip() and not line.startswith("#")}
+    known = {
+        line.strip() for line in Path(known_file).read_text().splitlines() if line.strip() and not line.startswith("#")
+    }
     unknown = sorted(set(names) - known)
     for name in unknown:
         print(f"not a metric of the consumer: {name}", file=sys.stderr)

@@ -10,6 +10,7 @@ and the rules' `expr`. Usage:
 
     python3 scripts/chart/metric_names.py [--dashboard FILE] [--rules FILE]
 """
+
 from __future__ import annotations
 
 import argparse
