@@ -26,7 +26,7 @@ from consumer import decode as dec
 from consumer.batcher import Batch, Batcher, Item
 from consumer.config import ConfigError, Settings, redacted
 from consumer.convert import Unconvertible, dead_letter_reason, encode_event
-from consumer.deadletter import DeadLetters, KafkaUnreachable, StartupError, ensure_topic
+from consumer.deadletter import Admin, DeadLetters, KafkaUnreachable, StartupError, ensure_topic
 from consumer.delivery import Delivery, Outcome, TokenSource
 from consumer.flow import BufferBudget, ConcurrencyLimit
 from consumer.offsets import OffsetTracker, Ticket
@@ -117,11 +117,11 @@ class App:
         Retrying here (not exiting) keeps a pod with a broker outage or refused credentials
         from crash-looping: it stays alive, not ready, and logs the cause every 30 s.
         """
-        shared = common_config(self.settings, self.overrides)
+        admin = Admin(common_config(self.settings, self.overrides))
         attempt, last_log = 0, float("-inf")
         while not self.stopping:
             try:
-                ensure_topic(shared, self.topic, self.settings.kafka_dlq_topic)
+                ensure_topic(admin, self.topic, self.settings.kafka_dlq_topic)
                 return True
             except KafkaUnreachable as exc:
                 if time.monotonic() - last_log >= 30:

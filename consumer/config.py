@@ -13,6 +13,11 @@ KAFKA_CFG_PREFIX = "KAFKA_CFG_"
 DEFAULT_TRACK_API_URL = "https://api.app.thrivestack.ai/api/track"
 
 
+def valid_token(token: str) -> bool:
+    """A bearer token an HTTP header can carry: visible ASCII, no spaces (RFC 6750 is stricter still)."""
+    return bool(token) and all("!" <= c <= "~" for c in token)
+
+
 class ConfigError(Exception):
     """A setting is missing or invalid; the message is one line naming it (never its secret value)."""
 
@@ -61,8 +66,11 @@ class Settings(BaseSettings):
             raise ValueError("KAFKA_DLQ_TOPIC must differ from KAFKA_TOPIC")
         if (self.track_api_token is None) == (self.track_api_token_file is None):
             raise ValueError("set exactly one of TRACK_API_TOKEN and TRACK_API_TOKEN_FILE")
-        if self.track_api_token is not None and not self.track_api_token.get_secret_value().strip():
-            raise ValueError("TRACK_API_TOKEN is empty")
+        if self.track_api_token is not None:
+            token = self.track_api_token.get_secret_value().strip()  # a Secret made from a file ends in \n
+            if not valid_token(token):
+                raise ValueError("TRACK_API_TOKEN must be non-empty printable ASCII without spaces")
+            object.__setattr__(self, "track_api_token", SecretStr(token))
         if self.avro_writer_schema_file is not None and self.schema_registry_url is not None:
             raise ValueError("AVRO_WRITER_SCHEMA_FILE applies to raw Avro only; unset it or SCHEMA_REGISTRY_URL")
         return self

@@ -87,13 +87,32 @@ class DeadLetters:
         return self._producer.flush(max(timeout_s, 0.0))
 
 
-def ensure_topic(admin_config: dict[str, object], source: str, dlq: str, timeout_s: float = 5.0) -> None:
+class Admin:
+    """One admin client for start-up checks, remembering the last error librdkafka reported.
+
+    `list_topics` only says "transport failure"; the cause (refused SASL credentials, a TLS
+    handshake error) arrives on the client's error callback, which is served by `poll`.
+    """
+
+    def __init__(self, config: dict[str, object]) -> None:
+        self.errors: list[KafkaError] = []
+        self.client = kafka_client(AdminClient, {**config, "error_cb": self.errors.append})
+
+    def cause(self) -> str:
+        self.client.poll(0)
+        useful = [e for e in self.errors if e.code() not in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT)]
+        self.errors.clear()
+        return f" (last error: {useful[-1].str()})" if useful else ""
+
+
+def ensure_topic(admin: Admin, source: str, dlq: str, timeout_s: float = 5.0) -> None:
     """Check the dead-letter topic exists; create it like the source topic if not."""
-    admin = AdminClient(admin_config)
     try:
-        topics = admin.list_topics(timeout=timeout_s).topics
+        topics = admin.client.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
-        raise KafkaUnreachable(f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS: {exc.args[0].str()}") from None
+        raise KafkaUnreachable(
+            f"cannot reach Kafka at KAFKA_BOOTSTRAP_SERVERS: {exc.args[0].str()}{admin.cause()}"
+        ) from None
     if dlq in topics and topics[dlq].error is None:
         return
     if source not in topics or topics[source].error is not None:
@@ -102,9 +121,9 @@ def ensure_topic(admin_config: dict[str, object], source: str, dlq: str, timeout
             "which does not exist either"
         )
     partitions = len(topics[source].partitions)
-    future = admin.create_topics([NewTopic(dlq, num_partitions=partitions)])[dlq]
+    future = admin.client.create_topics([NewTopic(dlq, num_partitions=partitions)])[dlq]
     try:
-        future.result(timeout=timeout_s)
+        future.result(timeout=30)
     except KafkaException as exc:
         if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:  # another replica won the race
             raise StartupError(f"cannot create KAFKA_DLQ_TOPIC {dlq}: {exc.args[0].str()}") from None

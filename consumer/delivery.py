@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from consumer.batcher import Batch, Item
+from consumer.config import ConfigError, valid_token
 from consumer.flow import ConcurrencyLimit
 from consumer.retry import Action, backoff, classify, retry_after_s, retry_reason
 from consumer.telemetry import Health, Metrics
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 BACKOFF_BASE_S = 0.1
 AUTH_BACKOFF_MAX_S = 5.0  # short, so a rotated token is picked up within seconds
 AUTH_LOG_INTERVAL_S = 60.0
+FAILURE_LOG_INTERVAL_S = 30.0
 
 
 @dataclass
@@ -49,7 +51,7 @@ class TokenSource:
         if path is not None:
             self.refresh()
             if not self._token:
-                raise ValueError("TRACK_API_TOKEN_FILE is empty")
+                raise ConfigError("TRACK_API_TOKEN_FILE is invalid: no usable token (empty, or not printable ASCII)")
 
     def get(self) -> str:
         if self._path is not None:
@@ -71,8 +73,10 @@ class TokenSource:
             return
         with self._lock:
             self._stamp = stamp
-            if token:
+            if valid_token(token):
                 self._token = token
+            elif token:
+                log.warning("TRACK_API_TOKEN_FILE holds no usable token (not printable ASCII); keeping the current one")
 
 
 class RetryGate:
@@ -116,6 +120,7 @@ class Delivery:
         self.gate = RetryGate()
         self.stop = threading.Event()  # set when in-flight work must be abandoned
         self._last_auth_log = 0.0
+        self._last_failure_log: dict[str, float] = {}
         # Certificates are always verified; a CA bundle replaces the system trust store.
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
         self._client = httpx.Client(
@@ -167,6 +172,8 @@ class Delivery:
             if action in (Action.DONE, Action.SPLIT, Action.BISECT):
                 return action, status or 0, message
             self.metrics.retries.labels(retry_reason(status)).inc()
+            if status is not None and action is Action.RETRY:
+                self._log_failure(f"HTTP {status}", message)
             if retry_after is not None:
                 self.gate.defer(retry_after)
                 continue
@@ -183,13 +190,15 @@ class Delivery:
         started = time.perf_counter()
         try:
             response = self._client.post(self.url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, UnicodeError, ValueError) as exc:  # ValueError: httpx refuses a header
             elapsed = time.perf_counter() - started
             self.metrics.http_duration.observe(elapsed)
             self.metrics.http_requests.labels("error").inc()
             self.limiter.on_response(elapsed, congested=True, now=time.monotonic())
-            log.debug("Track API request failed: %s", type(exc).__name__)
-            return None, f"{type(exc).__name__}: {exc}", None
+            message = f"{type(exc).__name__}: {exc}".replace(headers["Authorization"], "Bearer <redacted>")
+            message = message.replace(self.tokens.get(), "<redacted>")  # httpx quotes bad header values whole
+            self._log_failure(type(exc).__name__, message)
+            return None, message, None
         elapsed = time.perf_counter() - started
         self.metrics.http_duration.observe(elapsed)
         status = response.status_code
@@ -198,6 +207,13 @@ class Delivery:
         self.metrics.http_requests.labels(str(status)).inc()
         message = "" if status < 300 else f"HTTP {status}: {response.text[:500]}"
         return status, message, retry_after_s(response.headers.get("Retry-After"), time.time())
+
+    def _log_failure(self, kind: str, message: str) -> None:
+        """Say why requests fail (TLS, DNS, refused...), once per kind every 30 s: retries are silent otherwise."""
+        now = time.monotonic()
+        if now - self._last_failure_log.get(kind, float("-inf")) >= FAILURE_LOG_INTERVAL_S:
+            self._last_failure_log[kind] = now
+            log.warning("Track API request failed, retrying: %s", message)
 
     def _auth_failed(self, status: int | None) -> None:
         self.tokens.refresh()
