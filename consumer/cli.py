@@ -6,6 +6,7 @@ Exit codes: 0 after a clean drain, 1 when start-up or Kafka fails, 2 for a bad s
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger().setLevel(settings.log_level.upper())
         from consumer.app import run  # imported late: a config error should not pay for librdkafka
 
-        return run(settings, overrides)
+        code = run(settings, overrides)
     except config.ConfigError as exc:
         log.error("configuration error: %s", exc)
         return 2
@@ -79,3 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         # A bug, not an input problem: nothing undelivered was committed, so a restart loses nothing.
         log.exception("consumer crashed")
         return 1
+    # Offsets are committed and the consumer closed. A request still hanging in a delivery
+    # thread would hold the interpreter's exit for up to HTTP_TIMEOUT_S: leave without it.
+    logging.shutdown()
+    os._exit(code)

@@ -115,7 +115,8 @@ def registry_fetcher(url: str, client_config: dict[str, Any] | None = None) -> S
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    client = SchemaRegistryClient({"url": url, **(client_config or {})})
+    # No retries inside the client: each would block the main loop; the app retries with backoff.
+    client = SchemaRegistryClient({"url": url, "max.retries": 0, **(client_config or {})})
 
     def fetch(schema_id: int) -> dict[str, Any]:
         try:
