@@ -11,13 +11,13 @@ from typing import Any
 
 import orjson
 import pytest
-from tests.contract_expect import expected_event
 
 from harness import kafkautil
 from harness.process import ConsumerProcess
 from harness.records import as_written_by, encode_confluent, encode_raw, sample_record, writer_schemas
 from harness.registry import SchemaRegistry
 from harness.trackapi import TrackApi
+from tests.contract_expect import expected_event
 
 pytestmark = pytest.mark.integration
 
