@@ -1,7 +1,7 @@
 # The two commands of the README: `make demo` and `make test`. Both set themselves up.
 PY := .venv/bin/python
 
-.PHONY: setup demo test unit lint fuzz
+.PHONY: setup demo test unit lint fuzz bench
 
 setup:
 	@bash scripts/setup.sh
@@ -26,6 +26,10 @@ lint: setup
 .PHONY: image
 image: setup
 	bash scripts/image/make-base.sh && bash scripts/image/build.sh && IMAGE_TESTS=1 $(PY) -m pytest tests/test_image.py -q
+
+# Throughput, latency and memory beside the alternatives (docs/benchmarks.md); ~4 minutes.
+bench: setup
+	$(PY) -m bench
 
 # Coverage-guided fuzzing of decode + transform + encode, both wire formats (atheris).
 fuzz: setup

@@ -184,9 +184,11 @@ class App:
             self._close_batch(batch)
         self._dispatch()
         self._collect(wait_s=0)
-        self.dead_letters.poll()
+        commit_due = now - self.last_commit >= self.settings.commit_interval_ms / 1000
+        if self.dead_letters.pending or commit_due:  # polling gives up the GIL: only when useful
+            self.dead_letters.poll()
         self._flow_control()
-        if now - self.last_commit >= self.settings.commit_interval_ms / 1000:
+        if commit_due:
             self._commit(wait=False)
         self.health.beat()
 

@@ -30,7 +30,9 @@ CONSUMER_DEFAULTS: dict[str, object] = {
     "enable.auto.offset.store": False,
     "auto.offset.reset": "earliest",  # a new group starts from the oldest retained record
     "partition.assignment.strategy": "cooperative-sticky",
-    "statistics.interval.ms": 5000,  # per-partition lag for group_enriched_consumer_lag
+    "statistics.interval.ms": 5000,
+    # 3 s by default: a joining consumer then waits ~6 s for its partitions (1 s: ~1 s).
+    "heartbeat.interval.ms": 1000,  # per-partition lag for group_enriched_consumer_lag
     # Bound librdkafka's prefetch: the flow-control budget is the real buffer.
     "queued.max.messages.kbytes": 16384,
     "fetch.max.bytes": 16 * 1024 * 1024,
