@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from consumer.config import ConfigError
 from consumer.delivery import RetryGate, TokenSource
 
 # ---- TokenSource -----------------------------------------------------------------------------------
@@ -119,13 +120,29 @@ def test_emptied_file_keeps_the_old_token(tmp_path: Path) -> None:
 def test_empty_file_at_start_is_an_error(tmp_path: Path) -> None:
     f = tmp_path / "token"
     f.write_text("  \n")
-    with pytest.raises(ValueError, match="TRACK_API_TOKEN_FILE"):
+    with pytest.raises(ConfigError, match="TRACK_API_TOKEN_FILE"):
         TokenSource(path=f)
 
 
 def test_missing_file_at_start_is_an_error(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="TRACK_API_TOKEN_FILE"):
+    with pytest.raises(ConfigError, match="TRACK_API_TOKEN_FILE"):
         TokenSource(path=tmp_path / "absent")
+
+
+def test_a_token_file_with_a_non_ascii_token_is_an_error(tmp_path: Path) -> None:
+    f = tmp_path / "token"
+    f.write_text("tökén\n")
+    with pytest.raises(ConfigError, match="TRACK_API_TOKEN_FILE"):
+        TokenSource(path=f)
+
+
+def test_rotation_to_an_unusable_token_keeps_the_current_one(tmp_path: Path) -> None:
+    f = tmp_path / "token"
+    f.write_text("good-token\n")
+    source = TokenSource(path=f)
+    f.write_text("bad token with spaces\n")
+    os.utime(f, (1, 1))
+    assert source.get() == "good-token"
 
 
 # ---- RetryGate -------------------------------------------------------------------------------------
