@@ -6,11 +6,14 @@ key by key so it can be read against the Track API page line by line.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 EVENT_NAME = "group_enriched"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_YEAR_1000_S = int((datetime(1000, 1, 1, tzinfo=UTC) - _EPOCH).total_seconds())
+_YEAR_10000_S = int((datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC) - _EPOCH).total_seconds()) + 1
 
 
 class InvalidRecord(ValueError):
@@ -79,11 +82,17 @@ def to_event(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def iso_timestamp(enriched_at: datetime | int) -> str:
+def iso_timestamp(enriched_at: int | datetime) -> str:
     """ISO-8601 UTC with 6 fractional digits and 'Z': 1729439495059 → '2024-10-20T15:51:35.059000Z'."""
-    if isinstance(enriched_at, int):  # a writer schema without the logicalType gives plain millis
-        enriched_at = _EPOCH + timedelta(milliseconds=enriched_at)
-    # isoformat zero-pads the year (strftime's %Y does not on glibc); UTC always ends in "+00:00".
+    if isinstance(enriched_at, int):  # the decoder keeps timestamp-millis as epoch millis
+        seconds, millis = divmod(enriched_at, 1000)
+        if _YEAR_1000_S <= seconds < _YEAR_10000_S:  # gmtime+strftime is the fast path (%Y pads no further)
+            return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(seconds))}.{millis:03d}000Z"
+        try:
+            enriched_at = _EPOCH + timedelta(milliseconds=enriched_at)
+        except OverflowError:
+            raise InvalidRecord(f"enriched_at {enriched_at} is outside the years 1-9999") from None
+    # isoformat zero-pads the year; UTC always ends in "+00:00".
     return enriched_at.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 

@@ -34,10 +34,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _as_decoded(record: dict[str, Any]) -> dict[str, Any]:
-    """What the reader returns for `record`: enriched_at as an aware datetime."""
+    """What the reader returns for `record`: enriched_at as epoch millis (logical type not applied)."""
     out = copy.deepcopy(record)
-    if isinstance(out["enriched_at"], int):
-        out["enriched_at"] = EPOCH + timedelta(milliseconds=out["enriched_at"])
+    if isinstance(out["enriched_at"], datetime):
+        out["enriched_at"] = (out["enriched_at"] - EPOCH) // timedelta(milliseconds=1)
     return out
 
 
@@ -140,11 +140,17 @@ def test_invalid_utf8_string_is_a_decode_error(reader: dict[str, Any]) -> None:
         RawDecoder(reader).decode(data[:i] + b"\xff\xfe\xfd\xfc\xfb" + data[i + 5 :])
 
 
-def test_out_of_range_timestamp_is_a_decode_error(reader: dict[str, Any]) -> None:
+def test_out_of_range_timestamp_is_an_invalid_record(reader: dict[str, Any]) -> None:
+    """It decodes (a long), but no ISO-8601 date can say it: dead-lettered as invalid_record."""
+    from consumer.convert import dead_letter_reason, encode_event
+    from consumer.transform import InvalidRecord
+
     rec = copy.deepcopy(SEED)
     rec["enriched_at"] = 2**62
-    with pytest.raises(DecodeError):
-        RawDecoder(reader).decode(encode_raw(rec))
+    with pytest.raises(InvalidRecord) as info:
+        encode_event(RawDecoder(reader), encode_raw(rec), 1 << 20)
+    assert dead_letter_reason(info.value) == "invalid_record"
+    assert "enriched_at" in str(info.value)
 
 
 def test_bad_union_branch_is_a_decode_error(reader: dict[str, Any]) -> None:
