@@ -15,7 +15,6 @@ import signal
 import subprocess
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from harness.process import ConsumerProcess
 from harness.records import encode_confluent, encode_raw, sample_record, writer_schemas
 from harness.registry import SchemaRegistry
 from harness.trackapi import TrackApi
+from tests.support import consumer_env, fully_committed, new_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -42,49 +42,8 @@ DLQ_REASONS = ("decode_error", "invalid_record", "rejected")
 # ---- helpers ---------------------------------------------------------------------------------------
 
 
-def consumer_env(bootstrap: str, topic: str, api: TrackApi, **extra: str) -> dict[str, str]:
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "KAFKA_TOPIC": topic,
-        "KAFKA_GROUP_ID": f"{topic}-group",
-        "TRACK_API_URL": api.url,
-        "BATCH_LINGER_MS": "50",
-        "COMMIT_INTERVAL_MS": "200",
-        "KAFKA_CFG_STATISTICS_INTERVAL_MS": "500",
-        **extra,
-    }
-    if "TRACK_API_TOKEN_FILE" not in env:
-        env["TRACK_API_TOKEN"] = api.token
-    return env
-
-
-def new_topic(bootstrap: str, partitions: int = PARTITIONS) -> str:
-    topic = f"faults-{uuid.uuid4().hex[:8]}"
-    kafkautil.create_topic(bootstrap, topic, partitions)
-    return topic
-
-
-def wait_until(
-    condition: Callable[[], object], timeout_s: float, what: str, logs: Callable[[], str] | None = None
-) -> float:
-    """Poll `condition` until true; returns the seconds it took."""
-    started = time.monotonic()
-    deadline = started + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            tail = f"\n--- consumer log tail ---\n{logs()[-3000:]}" if logs else ""
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}{tail}")
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
 def committed(bootstrap: str, group: str, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
     return kafkautil.committed_offsets(bootstrap, group, topic, partitions)
-
-
-def fully_committed(bootstrap: str, group: str, topic: str, partitions: int = PARTITIONS) -> bool:
-    ends = kafkautil.end_offsets(bootstrap, topic, partitions)
-    return committed(bootstrap, group, topic, partitions) == ends
 
 
 def committed_sum(offsets: dict[int, int]) -> int:
@@ -188,7 +147,7 @@ def produce_records(
 
 def test_api_down_10s_then_back(kafka_bootstrap: str, tmp_path: Path) -> None:
     """Connection refused for 10 s while records keep arriving → 0 lost, offsets reach the end."""
-    topic = new_topic(kafka_bootstrap)
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
     first = [sample_record(i, "apidown") for i in range(3000)]
     during = [sample_record(i, "apidown") for i in range(3000, 4000)]
     user_at = produce_records(kafka_bootstrap, topic, first)
@@ -224,7 +183,9 @@ def test_api_down_10s_then_back(kafka_bootstrap: str, tmp_path: Path) -> None:
             up_at = time.monotonic()
             expected = set(user_at.values())
             recovered = wait_until(all_delivered(api, expected), 120, "every event after the API's return", proc.logs)
-            wait_until(lambda: fully_committed(kafka_bootstrap, group, topic), 60, "offsets at the end", proc.logs)
+            wait_until(
+                lambda: fully_committed(kafka_bootstrap, group, topic, PARTITIONS), 60, "offsets at the end", proc.logs
+            )
             assert proc.stop() == 0, proc.logs()[-2000:]
             errors = m['group_enriched_http_requests_total{code="error"}']
     finally:
@@ -250,7 +211,7 @@ def test_api_down_10s_then_back(kafka_bootstrap: str, tmp_path: Path) -> None:
 
 def test_429_retry_after_holds_every_request(kafka_bootstrap: str, tmp_path: Path) -> None:
     """The first request gets 429 Retry-After: 2 → no request of any batch reaches the API for 2 s."""
-    topic = new_topic(kafka_bootstrap)
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
     first = [sample_record(0, "throttle")]
     rest = [sample_record(i, "throttle") for i in range(1, 2001)]
     throttled: list[float] = []
@@ -303,7 +264,7 @@ def test_429_retry_after_holds_every_request(kafka_bootstrap: str, tmp_path: Pat
 
 def test_kill_9_mid_stream_then_restart(kafka_bootstrap: str, tmp_path: Path) -> None:
     """SIGKILL while delivering; a new process in the same group finishes → 0 lost, duplicates bounded."""
-    topic = new_topic(kafka_bootstrap)
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
     records = [sample_record(i, "kill9") for i in range(6000)]
     user_at = produce_records(kafka_bootstrap, topic, records)
     expected = set(user_at.values())
@@ -336,7 +297,12 @@ def test_kill_9_mid_stream_then_restart(kafka_bootstrap: str, tmp_path: Path) ->
         with ConsumerProcess(env, tmp_path / "second.log") as second:
             second.wait_ready()
             resumed = wait_until(all_delivered(api, expected), 120, "every event after the restart", second.logs)
-            wait_until(lambda: fully_committed(kafka_bootstrap, group, topic), 60, "offsets at the end", second.logs)
+            wait_until(
+                lambda: fully_committed(kafka_bootstrap, group, topic, PARTITIONS),
+                60,
+                "offsets at the end",
+                second.logs,
+            )
             assert second.stop() == 0, second.logs()[-2000:]
     finally:
         api.kill()
@@ -460,7 +426,7 @@ def test_rebalances_three_join_one_leaves(kafka_bootstrap: str, tmp_path: Path) 
 def test_broker_down_10s_same_process_recovers(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
     """Broker stopped for 10 s and restarted → the same process catches up, commits to the end, exits 0."""
     bootstrap = kafka_broker.bootstrap
-    topic = new_topic(bootstrap)
+    topic = new_topic(bootstrap, PARTITIONS)
     first = [sample_record(i, "broker") for i in range(5000)]
     after = [sample_record(i, "broker") for i in range(5000, 8000)]
     user_at = produce_records(bootstrap, topic, first)
@@ -484,7 +450,7 @@ def test_broker_down_10s_same_process_recovers(kafka_broker: KafkaBroker, tmp_pa
             expected = set(user_at.values())
             caught_up = wait_until(all_delivered(api, expected), 120, "every event after the restart", proc.logs)
             committed_s = wait_until(
-                lambda: fully_committed(bootstrap, group, topic), 90, "offsets at the end", proc.logs
+                lambda: fully_committed(bootstrap, group, topic, PARTITIONS), 90, "offsets at the end", proc.logs
             )
             assert proc.proc.pid == pid and proc.proc.poll() is None  # type: ignore[union-attr]
             m = proc.metrics()
@@ -565,7 +531,7 @@ def _poison_confluent(schema: dict[str, Any], schema_id: int) -> list[tuple[str,
 @pytest.mark.parametrize("mode", ["raw", "confluent"])
 def test_poison_records_dead_lettered_exactly(kafka_bootstrap: str, tmp_path: Path, mode: str) -> None:
     """13 poison records among 2,000 → exactly those 13 in the DLQ, bytes and headers intact, offsets at the end."""
-    topic = new_topic(kafka_bootstrap)
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
     good = [sample_record(i, f"poison-{mode}") for i in range(2000 - 13)]
     schema = writer_schemas()["current"]
     with SchemaRegistry() as registry:
@@ -592,7 +558,12 @@ def test_poison_records_dead_lettered_exactly(kafka_bootstrap: str, tmp_path: Pa
             with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
                 proc.wait_ready()
                 wait_until(all_delivered(api, expected), 120, "every good event", proc.logs)
-                wait_until(lambda: fully_committed(kafka_bootstrap, group, topic), 60, "offsets at the end", proc.logs)
+                wait_until(
+                    lambda: fully_committed(kafka_bootstrap, group, topic, PARTITIONS),
+                    60,
+                    "offsets at the end",
+                    proc.logs,
+                )
                 m = proc.metrics()
                 assert proc.stop() == 0, proc.logs()[-2000:]
     # Offsets are at the end, so every dead letter was acknowledged: ask for one more than expected to see no extra.
@@ -635,7 +606,7 @@ def test_poison_records_dead_lettered_exactly(kafka_bootstrap: str, tmp_path: Pa
 
 def test_schema_registry_outage_dead_letters_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
     """Registry answers 503 for 5 s while records with not-yet-cached schema ids arrive → 0 DLQ, 0 lost."""
-    topic = new_topic(kafka_bootstrap)
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
     schemas = writer_schemas()
     before = [sample_record(i, "registry") for i in range(500)]
     during = [sample_record(i, "registry") for i in range(500, 2000)]
@@ -665,7 +636,9 @@ def test_schema_registry_outage_dead_letters_nothing(kafka_bootstrap: str, tmp_p
             registry.available = True
             expected = {r["user_id"] for r in before + during}
             recovered = wait_until(all_delivered(api, expected), 90, "every event after the outage", proc.logs)
-            wait_until(lambda: fully_committed(kafka_bootstrap, group, topic), 60, "offsets at the end", proc.logs)
+            wait_until(
+                lambda: fully_committed(kafka_bootstrap, group, topic, PARTITIONS), 60, "offsets at the end", proc.logs
+            )
             m = proc.metrics()
             assert proc.stop() == 0, proc.logs()[-2000:]
     letters = kafkautil.read_all(kafka_bootstrap, topic + ".dlq", 1, timeout_s=3)
@@ -692,7 +665,7 @@ def test_schema_registry_outage_dead_letters_nothing(kafka_bootstrap: str, tmp_p
 
 def test_401_until_token_file_rotated(kafka_bootstrap: str, tmp_path: Path) -> None:
     """Wrong token for 5 s: /readyz 503 and auth_failing 1; the file is replaced → delivery resumes, /readyz 200."""
-    topic = new_topic(kafka_bootstrap)
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
     records = [sample_record(i, "auth") for i in range(2000)]
     user_at = produce_records(kafka_bootstrap, topic, records)
     expected = set(user_at.values())
@@ -723,7 +696,9 @@ def test_401_until_token_file_rotated(kafka_bootstrap: str, tmp_path: Path) -> N
             resumed = wait_until(lambda: api.count() > 0, 30, "the first accepted request", proc.logs)
             wait_until(all_delivered(api, expected), 60, "every event", proc.logs)
             wait_until(lambda: proc.get("/readyz")[0] == 200, 30, "/readyz 200", proc.logs)
-            wait_until(lambda: fully_committed(kafka_bootstrap, group, topic), 60, "offsets at the end", proc.logs)
+            wait_until(
+                lambda: fully_committed(kafka_bootstrap, group, topic, PARTITIONS), 60, "offsets at the end", proc.logs
+            )
             m = proc.metrics()
             assert proc.stop() == 0, proc.logs()[-2000:]
             logs = proc.logs()
@@ -749,7 +724,7 @@ def test_401_until_token_file_rotated(kafka_bootstrap: str, tmp_path: Path) -> N
 
 def test_400_isolates_the_one_bad_event(kafka_bootstrap: str, tmp_path: Path) -> None:
     """The API refuses any batch holding "bad-user" with 400 → 499 delivered, 1 dead-lettered as rejected."""
-    topic = new_topic(kafka_bootstrap, partitions=1)
+    topic = new_topic(kafka_bootstrap, 1)
     records = [sample_record(i, "bisect") for i in range(500)]
     records[317]["user_id"] = "bad-user"
     rows = [(f"key-{i}".encode(), encode_raw(r)) for i, r in enumerate(records)]
@@ -806,7 +781,7 @@ def _hanging_api_run(
     kafka_bootstrap: str, tmp_path: Path, tag: str, stop: Callable[[ConsumerProcess], tuple[int, float]]
 ) -> tuple[int, float, str]:
     """Deliver a first wave, make the API hang, stop the consumer with `stop`; then check commits and restart."""
-    topic = new_topic(kafka_bootstrap)
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
     wave1 = [sample_record(i, tag) for i in range(1000)]
     wave2 = [sample_record(i, tag) for i in range(1000, 2000)]
     user_at = produce_records(kafka_bootstrap, topic, wave1)
@@ -825,7 +800,9 @@ def _hanging_api_run(
         with ConsumerProcess(env, tmp_path / "first.log") as proc:
             proc.wait_ready()
             wait_until(all_delivered(api, set(user_at.values())), 60, "the first wave", proc.logs)
-            wait_until(lambda: fully_committed(kafka_bootstrap, group, topic), 60, "the first wave committed")
+            wait_until(
+                lambda: fully_committed(kafka_bootstrap, group, topic, PARTITIONS), 60, "the first wave committed"
+            )
             ends_wave1 = kafkautil.end_offsets(kafka_bootstrap, topic, PARTITIONS)
             api.delay_s = 60  # every request from now on hangs
             user_at |= produce_records(kafka_bootstrap, topic, wave2)
@@ -847,7 +824,9 @@ def _hanging_api_run(
         with ConsumerProcess(env, tmp_path / "second.log") as again:
             again.wait_ready()
             wait_until(all_delivered(api, expected), 60, "every event after the restart", again.logs)
-            wait_until(lambda: fully_committed(kafka_bootstrap, group, topic), 60, "offsets at the end", again.logs)
+            wait_until(
+                lambda: fully_committed(kafka_bootstrap, group, topic, PARTITIONS), 60, "offsets at the end", again.logs
+            )
             assert again.stop() == 0, again.logs()[-2000:]
     finally:
         api.kill()
@@ -912,7 +891,7 @@ def test_second_sigterm_during_drain_exits_at_once(kafka_bootstrap: str, tmp_pat
 
 def test_sigterm_exit_bounded_by_shutdown_timeout_not_http_timeout(kafka_bootstrap: str, tmp_path: Path) -> None:
     """SHUTDOWN_TIMEOUT_S=2, HTTP_TIMEOUT_S=30, API hanging → the process should be gone a few seconds after 2 s."""
-    topic = new_topic(kafka_bootstrap)
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
     user_at = produce_records(kafka_bootstrap, topic, [sample_record(i, "slowexit") for i in range(400)])
     api = TrackApi(delay_s=60).start()
     env = consumer_env(kafka_bootstrap, topic, api, SHUTDOWN_TIMEOUT_S="2", HTTP_TIMEOUT_S="30")

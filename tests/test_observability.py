@@ -10,7 +10,6 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from harness.kafka import free_port
 from harness.process import ConsumerProcess
 from harness.records import encode_raw, sample_record
 from harness.trackapi import TrackApi
+from tests.support import consumer_env, new_topic, wait_until
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -30,27 +30,17 @@ N = 300
 @pytest.fixture(scope="module")
 def live(kafka_bootstrap: str):  # type: ignore[no-untyped-def]
     """A consumer that delivered N events and dead-lettered one record, still running."""
-    topic = f"obs-{uuid.uuid4().hex[:8]}"
-    kafkautil.create_topic(kafka_bootstrap, topic, 2)
+    topic = new_topic(kafka_bootstrap, 2, prefix="obs")
     rows = [(None, encode_raw(sample_record(i, "obs"))) for i in range(N)] + [(None, b"junk")]
     kafkautil.produce(kafka_bootstrap, topic, rows, 2)
     with TrackApi() as api:
-        env = {
-            "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-            "KAFKA_TOPIC": topic,
-            "KAFKA_GROUP_ID": f"{topic}-g",
-            "TRACK_API_URL": api.url,
-            "TRACK_API_TOKEN": api.token,
-            "BATCH_LINGER_MS": "20",
-            "KAFKA_CFG_STATISTICS_INTERVAL_MS": "500",
-        }
+        env = consumer_env(kafka_bootstrap, topic, api, BATCH_LINGER_MS="20")
         with ConsumerProcess(env) as proc:
             proc.wait_ready()
             assert api.wait_for(N, 60)
-            deadline = time.monotonic() + 30
-            while not any(k.startswith("group_enriched_consumer_lag{") for k in proc.metrics()):
-                assert time.monotonic() < deadline, "no lag metric within 30 s"
-                time.sleep(0.2)
+            wait_until(
+                lambda: any(k.startswith("group_enriched_consumer_lag{") for k in proc.metrics()), 30, "lag metric"
+            )
             yield proc, api
             assert proc.stop() == 0
 

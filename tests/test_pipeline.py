@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import signal
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -18,43 +17,12 @@ from harness.records import as_written_by, encode_confluent, encode_raw, sample_
 from harness.registry import SchemaRegistry
 from harness.trackapi import TrackApi
 from tests.contract_expect import expected_event
+from tests.support import consumer_env, fully_committed, new_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
 PARTITIONS = 4
 N = 5000
-
-
-def consumer_env(bootstrap: str, topic: str, api: TrackApi, **extra: str) -> dict[str, str]:
-    return {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "KAFKA_TOPIC": topic,
-        "KAFKA_GROUP_ID": f"{topic}-group",
-        "TRACK_API_URL": api.url,
-        "TRACK_API_TOKEN": api.token,
-        "BATCH_LINGER_MS": "50",
-        "COMMIT_INTERVAL_MS": "200",
-        "KAFKA_CFG_STATISTICS_INTERVAL_MS": "500",
-        **extra,
-    }
-
-
-def new_topic(bootstrap: str, partitions: int = PARTITIONS) -> str:
-    topic = f"enrich-{uuid.uuid4().hex[:8]}"
-    kafkautil.create_topic(bootstrap, topic, partitions)
-    return topic
-
-
-def wait_until(condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
-        time.sleep(0.1)
-
-
-def fully_committed(bootstrap: str, group: str, topic: str, partitions: int = PARTITIONS) -> bool:
-    ends = kafkautil.end_offsets(bootstrap, topic, partitions)
-    return kafkautil.committed_offsets(bootstrap, group, topic, partitions) == ends
 
 
 def lags(metrics: dict[str, float]) -> list[float]:
@@ -78,7 +46,7 @@ def assert_all_committed(bootstrap: str, group: str, topic: str) -> None:
 def test_every_record_delivered_mapped_and_committed(kafka_bootstrap: str, framing: str, tmp_path: Path) -> None:
     """5,000 records over 4 partitions → 5,000 events equal to the contract mapping, offsets at the end."""
     schemas = writer_schemas()
-    topic = new_topic(kafka_bootstrap)
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
     records = [sample_record(i, tag=framing) for i in range(N)]
     extra: dict[str, str] = {}
     versions = ["current"] * N
@@ -104,7 +72,7 @@ def test_every_record_delivered_mapped_and_committed(kafka_bootstrap: str, frami
             proc.wait_ready()
             assert api.wait_for(N, 120), f"{api.count()} of {N} delivered:\n{proc.logs()[-2000:]}"
             group = env["KAFKA_GROUP_ID"]
-            wait_until(lambda: fully_committed(kafka_bootstrap, group, topic), 30, "offsets committed")
+            wait_until(lambda: fully_committed(kafka_bootstrap, group, topic, PARTITIONS), 30, "offsets committed")
             wait_until(lambda: lags(proc.metrics()) == [0] * PARTITIONS, 30, "lag 0 on every partition")
             metrics = proc.metrics()
             assert proc.stop(signal.SIGTERM) == 0, proc.logs()[-2000:]
@@ -128,7 +96,7 @@ def test_every_record_delivered_mapped_and_committed(kafka_bootstrap: str, frami
 
 def test_api_killed_mid_run_commits_nothing_undelivered(kafka_bootstrap: str) -> None:
     """The Track API goes away (connection refused): commits stay behind what it acknowledged."""
-    topic = new_topic(kafka_bootstrap)
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
     records = [sample_record(i, tag="kill") for i in range(N)]
     positions = kafkautil.produce(kafka_bootstrap, topic, [(None, encode_raw(r)) for r in records], PARTITIONS)
     user_at = {pos: r["user_id"] for pos, r in zip(positions, records, strict=True)}
@@ -151,14 +119,14 @@ def test_api_killed_mid_run_commits_nothing_undelivered(kafka_bootstrap: str) ->
 
         api.start()  # back on the same port: the consumer catches up without a restart
         assert api.wait_for(N, 120), proc.logs()[-2000:]
-        wait_until(lambda: fully_committed(kafka_bootstrap, group, topic), 30, "offsets committed")
+        wait_until(lambda: fully_committed(kafka_bootstrap, group, topic, PARTITIONS), 30, "offsets committed")
         assert proc.stop() == 0
     assert {e["user_id"] for e in api.events} == {r["user_id"] for r in records}
     api.kill()
 
 
 def test_tombstones_are_skipped_and_committed(kafka_bootstrap: str) -> None:
-    topic = new_topic(kafka_bootstrap, partitions=1)
+    topic = new_topic(kafka_bootstrap, 1)
     rows = [(b"k", encode_raw(sample_record(0, "t"))), (b"k", None), (b"k", encode_raw(sample_record(1, "t")))]
     kafkautil.produce(kafka_bootstrap, topic, rows)
     with TrackApi() as api:

@@ -17,8 +17,7 @@ import logging
 import re
 import signal
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from harness.kafka import KafkaBroker, free_port
 from harness.process import ConsumerProcess
 from harness.records import encode_raw, sample_record
 from harness.trackapi import TrackApi
+from tests.support import consumer_env, fully_committed, new_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -58,25 +58,6 @@ def report(name: str, **figures: object) -> None:
     print(f"\nSECURITY {name}: " + ", ".join(f"{k}={v}" for k, v in figures.items()), flush=True)
 
 
-def wait_until(
-    condition: Callable[[], object], timeout_s: float, what: str, logs: Callable[[], str] | None = None
-) -> float:
-    """Poll `condition` until true; returns the seconds it took."""
-    started = time.monotonic()
-    while not condition():
-        if time.monotonic() - started > timeout_s:
-            tail = f"\n--- consumer log tail ---\n{logs()[-3000:]}" if logs else ""
-            pytest.fail(f"timed out after {timeout_s}s waiting for {what}{tail}")
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
-def new_topic(bootstrap: str, prefix: str, partitions: int = PARTITIONS) -> str:
-    topic = f"{prefix}-{uuid.uuid4().hex[:8]}"
-    kafkautil.create_topic(bootstrap, topic, partitions)
-    return topic
-
-
 def produce(bootstrap: str, topic: str, n: int, tag: str, poison: int = 0) -> set[str]:
     """`n` good raw-Avro records (and `poison` undecodable ones after them); returns the good user ids."""
     records = [sample_record(i, tag) for i in range(n)]
@@ -84,26 +65,6 @@ def produce(bootstrap: str, topic: str, n: int, tag: str, poison: int = 0) -> se
     rows += [(f"poison-{i}".encode(), POISON) for i in range(poison)]
     kafkautil.produce(bootstrap, topic, rows, PARTITIONS)
     return {r["user_id"] for r in records}
-
-
-def fully_committed(bootstrap: str, group: str, topic: str) -> bool:
-    ends = kafkautil.end_offsets(bootstrap, topic, PARTITIONS)
-    return kafkautil.committed_offsets(bootstrap, group, topic, PARTITIONS) == ends
-
-
-def base_env(bootstrap: str, topic: str, api: TrackApi, **extra: str) -> dict[str, str]:
-    env = {
-        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
-        "KAFKA_TOPIC": topic,
-        "KAFKA_GROUP_ID": f"{topic}-group",
-        "TRACK_API_URL": api.url,
-        "BATCH_LINGER_MS": "50",
-        "COMMIT_INTERVAL_MS": "200",
-        **extra,
-    }
-    if "TRACK_API_TOKEN_FILE" not in env:
-        env.setdefault("TRACK_API_TOKEN", api.token)
-    return env
 
 
 def metric(proc: ConsumerProcess, name: str) -> float:
@@ -258,17 +219,19 @@ def test_sasl_ssl_scram_delivers_and_dead_letters(secure_kafka: SecureKafka, tmp
     """Right SCRAM credentials over SASL_SSL: every record delivered, the poison record reaches the DLQ
     (created at start-up by the admin client, written by the producer: both used SASL_SSL too)."""
     sk = secure_kafka
-    topic = new_topic(sk.plaintext, "sasl")
+    topic = new_topic(sk.plaintext, PARTITIONS, "sasl")
     expected = produce(sk.plaintext, topic, 300, "sasl", poison=1)
     with TrackApi() as api:
-        env = base_env(sk.sasl_ssl, topic, api, **sk.sasl_env())
+        env = consumer_env(sk.sasl_ssl, topic, api, **sk.sasl_env())
         group = env["KAFKA_GROUP_ID"]
         started = time.monotonic()
         with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
             ready_s = wait_until(lambda: proc.get("/readyz")[0] == 200, 60, "/readyz 200", proc.logs)
             wait_until(lambda: api.count() >= len(expected), 60, "every event", proc.logs)
             delivered_s = time.monotonic() - started
-            wait_until(lambda: fully_committed(sk.plaintext, group, topic), 30, "offsets at the end", proc.logs)
+            wait_until(
+                lambda: fully_committed(sk.plaintext, group, topic, PARTITIONS), 30, "offsets at the end", proc.logs
+            )
             m = proc.metrics()
             assert proc.stop() == 0, proc.logs()[-2000:]
             logs = proc.logs()
@@ -305,11 +268,11 @@ class WrongPasswordRun:
 def wrong_password_run(secure_kafka: SecureKafka, tmp_path_factory: pytest.TempPathFactory) -> WrongPasswordRun:
     """One consumer with a wrong SCRAM password, watched for OBSERVE_S."""
     sk = secure_kafka
-    topic = new_topic(sk.plaintext, "wrongpw")
+    topic = new_topic(sk.plaintext, PARTITIONS, "wrongpw")
     produce(sk.plaintext, topic, 10, "wrongpw")
     log_path = tmp_path_factory.mktemp("wrongpw") / "consumer.log"
     with TrackApi() as api:
-        env = base_env(sk.sasl_ssl, topic, api, **sk.sasl_env(WRONG_SASL_PASSWORD))
+        env = consumer_env(sk.sasl_ssl, topic, api, **sk.sasl_env(WRONG_SASL_PASSWORD))
         proc = ConsumerProcess(env, log_path).start()
         started = time.monotonic()
         try:
@@ -396,16 +359,18 @@ def test_mutual_tls_with_encrypted_client_key_delivers(secure_kafka: SecureKafka
     """SSL listener with ssl.client.auth=required; the consumer presents a client certificate whose key is
     encrypted (KAFKA_CFG_SSL_KEY_PASSWORD): delivered, dead-lettered and committed."""
     sk = secure_kafka
-    topic = new_topic(sk.plaintext, "mtls")
+    topic = new_topic(sk.plaintext, PARTITIONS, "mtls")
     expected = produce(sk.plaintext, topic, 300, "mtls", poison=1)
     with TrackApi() as api:
-        env = base_env(sk.ssl, topic, api, **sk.mtls_env())
+        env = consumer_env(sk.ssl, topic, api, **sk.mtls_env())
         group = env["KAFKA_GROUP_ID"]
         started = time.monotonic()
         with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
             wait_until(lambda: api.count() >= len(expected), 60, "every event", proc.logs)
             delivered_s = time.monotonic() - started
-            wait_until(lambda: fully_committed(sk.plaintext, group, topic), 30, "offsets at the end", proc.logs)
+            wait_until(
+                lambda: fully_committed(sk.plaintext, group, topic, PARTITIONS), 30, "offsets at the end", proc.logs
+            )
             assert proc.stop() == 0, proc.logs()[-2000:]
             logs = proc.logs()
     letters = kafkautil.read_all(sk.plaintext, f"{topic}.dlq", 2, timeout_s=3)
@@ -432,17 +397,19 @@ def test_track_api_https_with_ca_bundle_delivers(
     """TRACK_API_URL=https://127.0.0.1:P/… and TRACK_API_CA_BUNDLE=<the API's CA>: delivered and committed."""
     sk = secure_kafka
     ca, cert, _other = api_pki
-    topic = new_topic(sk.plaintext, "https")
+    topic = new_topic(sk.plaintext, PARTITIONS, "https")
     expected = produce(sk.plaintext, topic, 300, "https")
     with TrackApi(tls=cert.server_context()) as api:
         assert api.url.startswith("https://127.0.0.1:")
-        env = base_env(sk.plaintext, topic, api, TRACK_API_CA_BUNDLE=str(ca.ca_pem))
+        env = consumer_env(sk.plaintext, topic, api, TRACK_API_CA_BUNDLE=str(ca.ca_pem))
         group = env["KAFKA_GROUP_ID"]
         started = time.monotonic()
         with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
             wait_until(lambda: api.count() >= len(expected), 60, "every event", proc.logs)
             delivered_s = time.monotonic() - started
-            wait_until(lambda: fully_committed(sk.plaintext, group, topic), 30, "offsets at the end", proc.logs)
+            wait_until(
+                lambda: fully_committed(sk.plaintext, group, topic, PARTITIONS), 30, "offsets at the end", proc.logs
+            )
             m = proc.metrics()
             assert proc.stop() == 0, proc.logs()[-2000:]
     report("track_api_https", events=len(expected), all_delivered_s=round(delivered_s, 2), requests=len(api.requests))
@@ -481,9 +448,9 @@ def untrusted_api_runs(
         procs: dict[str, tuple[ConsumerProcess, TrackApi, str, str]] = {}
         for name, extra in (("system_trust", {}), ("wrong_ca", {"TRACK_API_CA_BUNDLE": str(other.ca_pem)})):
             api = stack.enter_context(TrackApi(tls=cert.server_context()))  # one each: whose handshake failed
-            topic = new_topic(sk.plaintext, f"untrusted-{name.replace('_', '-')}")
+            topic = new_topic(sk.plaintext, PARTITIONS, f"untrusted-{name.replace('_', '-')}")
             produce(sk.plaintext, topic, 100, name)
-            env = base_env(sk.plaintext, topic, api, SHUTDOWN_TIMEOUT_S="2", **extra)
+            env = consumer_env(sk.plaintext, topic, api, SHUTDOWN_TIMEOUT_S="2", **extra)
             proc = stack.enter_context(ConsumerProcess(env, work / f"{name}.log"))
             procs[name] = (proc, api, topic, env["KAFKA_GROUP_ID"])
         for proc, *_ in procs.values():
@@ -569,7 +536,9 @@ def _exercise(
     expected = produce(sk.plaintext, topic, 100, label, poison=1)
     with ConsumerProcess(env, log_path) as proc:
         wait_until(lambda: api.count() >= len(expected), 60, "every event", proc.logs)
-        wait_until(lambda: fully_committed(sk.plaintext, env["KAFKA_GROUP_ID"], topic), 30, "committed", proc.logs)
+        wait_until(
+            lambda: fully_committed(sk.plaintext, env["KAFKA_GROUP_ID"], topic, PARTITIONS), 30, "committed", proc.logs
+        )
         _scrape(proc, f"{label} delivering", outputs)
         api.token = "the-api-now-wants-another-token"  # 401 from here on
         produce(sk.plaintext, topic, 20, f"{label}-after")
@@ -593,21 +562,21 @@ def test_secrets_never_leak(secure_kafka: SecureKafka, tmp_path: Path) -> None:
     common = {"SHUTDOWN_TIMEOUT_S": "2", **sasl}
 
     # Run 1: TRACK_API_TOKEN from the environment, INFO.
-    topic = new_topic(sk.plaintext, "secret-env")
+    topic = new_topic(sk.plaintext, PARTITIONS, "secret-env")
     topics.append(topic)
     with TrackApi(token=TOKEN) as api:
-        env = base_env(sk.sasl_ssl, topic, api, TRACK_API_TOKEN=TOKEN, **common)
+        env = consumer_env(sk.sasl_ssl, topic, api, TRACK_API_TOKEN=TOKEN, **common)
         outputs |= _exercise(sk, api, env, topic, "env-token", tmp_path / "env-token.log")
 
     # Run 2: TRACK_API_TOKEN_FILE, DEBUG and librdkafka's security debug (the most talkative settings).
     token_file = tmp_path / "secret" / "token"
     token_file.parent.mkdir()
     token_file.write_text(FILE_TOKEN + "\n")
-    topic = new_topic(sk.plaintext, "secret-file")
+    topic = new_topic(sk.plaintext, PARTITIONS, "secret-file")
     topics.append(topic)
     with TrackApi(token=FILE_TOKEN) as api:
         debug = {"LOG_LEVEL": "DEBUG", "KAFKA_CFG_DEBUG": "security"}
-        env = base_env(sk.sasl_ssl, topic, api, TRACK_API_TOKEN_FILE=str(token_file), **debug, **common)
+        env = consumer_env(sk.sasl_ssl, topic, api, TRACK_API_TOKEN_FILE=str(token_file), **debug, **common)
         outputs |= _exercise(sk, api, env, topic, "file-token", tmp_path / "file-token.log")
 
     # Configuration errors with the secrets set: each exits 2 with one line.
@@ -658,11 +627,11 @@ def test_env_token_with_trailing_newline_is_stripped_or_refused(secure_kafka: Se
     """TRACK_API_TOKEN="<token>\\n": either delivered (stripped, as the file token is) or exit 2 naming the
     setting at start-up; never a silent stall. Either way the token reaches no output."""
     sk = secure_kafka
-    topic = new_topic(sk.plaintext, "newline-token")
+    topic = new_topic(sk.plaintext, PARTITIONS, "newline-token")
     expected = produce(sk.plaintext, topic, 20, "newline")
     outputs: dict[str, bytes] = {}
     with TrackApi(token=TOKEN) as api:
-        env = base_env(sk.plaintext, topic, api, TRACK_API_TOKEN=TOKEN + "\n", SHUTDOWN_TIMEOUT_S="2")
+        env = consumer_env(sk.plaintext, topic, api, TRACK_API_TOKEN=TOKEN + "\n", SHUTDOWN_TIMEOUT_S="2")
         with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
             deadline = time.monotonic() + 10
             while api.count() < len(expected) and proc.proc is not None and proc.proc.poll() is None:
