@@ -415,7 +415,16 @@ def start_spy(pid: int, out: Path, rate: int = 100) -> subprocess.Popen[bytes]:
     if exe is None:
         raise RuntimeError("py-spy is not available (.cache/bench-venv)")
     out.parent.mkdir(parents=True, exist_ok=True)
-    argv = [str(exe), "record", "--pid", str(pid), "--nonblocking", "--threads", "--function"]
+    argv = [
+        str(exe),
+        "record",
+        "--pid",
+        str(pid),
+        "--nonblocking",
+        "--threads",
+        "--function",
+        *os.environ.get("PY_SPY_EXTRA", "").split(),
+    ]
     argv += ["--rate", str(rate), "--format", "raw", "--output", str(out)]
     return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
