@@ -33,6 +33,7 @@ from consumer.offsets import OffsetTracker, Ticket
 from consumer.retry import backoff
 from consumer.source import Source, common_config
 from consumer.telemetry import Health, Metrics, serve
+from consumer.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -118,14 +119,13 @@ class App:
         from crash-looping: it stays alive, not ready, and logs the cause every 30 s.
         """
         admin = Admin(common_config(self.settings, self.overrides))
-        attempt, last_log = 0, float("-inf")
+        attempt, say = 0, Throttle(30.0)
         while not self.stopping:
             try:
                 ensure_topic(admin, self.topic, self.settings.kafka_dlq_topic)
                 return True
             except KafkaUnreachable as exc:
-                if time.monotonic() - last_log >= 30:
-                    last_log = time.monotonic()
+                if say.allow():
                     log.error("%s; retrying", exc)
             self.health.beat()
             deadline = time.monotonic() + backoff(attempt, 1.0, 10.0)
@@ -359,10 +359,10 @@ class App:
         self.batcher.drop(parts)
         kept: deque[Batch] = deque()
         for batch in self.ready:
-            items = [i for i in batch.items if i.ticket.partition not in parts]
-            self.in_batches -= len(batch.items) - len(items)
-            if items:
-                kept.append(Batch(items, 2 + sum(len(i.event) for i in items) + len(items) - 1, batch.created))
+            rest = batch.without(parts)
+            self.in_batches -= len(batch.items) - len(rest.items)
+            if rest.items:
+                kept.append(rest)
         self.ready = kept
 
     def _release(self, parts: set[int]) -> None:

@@ -35,6 +35,11 @@ class Batch:
     def partitions(self) -> set[int]:
         return {item.ticket.partition for item in self.items}
 
+    def without(self, partitions: set[int]) -> Batch:
+        """The same batch less the events of `partitions` (their next owner reads them again)."""
+        kept = [i for i in self.items if i.ticket.partition not in partitions]
+        return Batch(kept, 2 + sum(len(i.event) for i in kept) + max(len(kept) - 1, 0), self.created)
+
 
 class Batcher:
     def __init__(self, max_events: int, max_bytes: int, linger_s: float) -> None:
@@ -75,13 +80,9 @@ class Batcher:
 
     def drop(self, partitions: set[int]) -> int:
         """Forget events of revoked partitions (their new owner re-reads them); returns how many."""
-        batch = self._open
-        kept = [i for i in batch.items if i.ticket.partition not in partitions]
-        dropped = len(batch.items) - len(kept)
-        if dropped:
-            size = 2 + sum(len(i.event) for i in kept) + max(len(kept) - 1, 0)
-            self._open = Batch(kept, size, batch.created)
-        return dropped
+        before = len(self._open.items)
+        self._open = self._open.without(partitions)
+        return before - len(self._open.items)
 
     def _take(self, now: float) -> Batch:
         batch, self._open = self._open, Batch(created=now)

@@ -13,6 +13,7 @@ import time
 import orjson
 
 from consumer import config
+from consumer.throttle import Throttle
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -33,29 +34,24 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-class Throttle(logging.Filter):
-    """Pass one record per key every `interval_s`; librdkafka repeats connection errors many times a second."""
+class ThrottleFilter(logging.Filter):
+    """Pass one record per key every 30 s; librdkafka repeats connection errors many times a second."""
 
-    def __init__(self, interval_s: float = 30.0) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.interval_s = interval_s
-        self._last: dict[tuple[object, ...], float] = {}
+        self._throttle = Throttle(30.0)
 
     def filter(self, record: logging.LogRecord) -> bool:
         # confluent-kafka logs as ("%s [%s] %s", facility, client name, text): key on the first two.
         key = (record.levelno, *record.args[:2]) if isinstance(record.args, tuple) else (record.levelno, record.msg)
-        now = time.monotonic()
-        if now - self._last.get(key, float("-inf")) < self.interval_s:
-            return False
-        self._last[key] = now
-        return True
+        return self._throttle.allow(key)
 
 
 def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-    logging.getLogger("librdkafka").addFilter(Throttle())
+    logging.getLogger("librdkafka").addFilter(ThrottleFilter())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     logging.getLogger("httpcore").setLevel(logging.WARNING)
 

@@ -21,6 +21,7 @@ from consumer.config import ConfigError, valid_token
 from consumer.flow import ConcurrencyLimit
 from consumer.retry import Action, backoff, classify, retry_after_s, retry_reason
 from consumer.telemetry import Health, Metrics
+from consumer.throttle import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +120,8 @@ class Delivery:
         self.health = health
         self.gate = RetryGate()
         self.stop = threading.Event()  # set when in-flight work must be abandoned
-        self._last_auth_log = 0.0
-        self._last_failure_log: dict[str, float] = {}
+        self._auth_log = Throttle(AUTH_LOG_INTERVAL_S)
+        self._failure_log = Throttle(FAILURE_LOG_INTERVAL_S)
         # Certificates are always verified; a CA bundle replaces the system trust store.
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
         self._client = httpx.Client(
@@ -210,9 +211,7 @@ class Delivery:
 
     def _log_failure(self, kind: str, message: str) -> None:
         """Say why requests fail (TLS, DNS, refused...), once per kind every 30 s: retries are silent otherwise."""
-        now = time.monotonic()
-        if now - self._last_failure_log.get(kind, float("-inf")) >= FAILURE_LOG_INTERVAL_S:
-            self._last_failure_log[kind] = now
+        if self._failure_log.allow(kind):
             log.warning("Track API request failed, retrying: %s", message)
 
     def _auth_failed(self, status: int | None) -> None:
@@ -220,7 +219,5 @@ class Delivery:
         if not self.health.auth_failing:
             self.health.auth_failing = True
             self.metrics.auth_failing.set(1)
-        now = time.monotonic()
-        if now - self._last_auth_log >= AUTH_LOG_INTERVAL_S:
-            self._last_auth_log = now
+        if self._auth_log.allow():
             log.error("Track API refuses the token (HTTP %s); delivery paused until it is accepted", status)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 import socket
-import time
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -17,6 +16,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from consumer import __version__
 from consumer.config import ConfigError, Settings
+from consumer.throttle import Throttle
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ class Source:
         on_stats: Callable[[str], None],
     ) -> None:
         self.topic = settings.kafka_topic
-        self._last_error: dict[int, float] = {}
+        self._error_log = Throttle(ERROR_LOG_INTERVAL_S)
         self.fatal: str | None = None  # set when librdkafka reports a fatal error: the app must stop
         config = {
             **common_config(settings, overrides),
@@ -141,7 +141,5 @@ class Source:
             self.fatal = err.str()
             return
         # Broker outages repeat the same error many times a second: log each kind at most every 30 s.
-        now = time.monotonic()
-        if now - self._last_error.get(err.code(), -ERROR_LOG_INTERVAL_S) >= ERROR_LOG_INTERVAL_S:
-            self._last_error[err.code()] = now
+        if self._error_log.allow(err.code()):
             log.warning("Kafka: %s", err.str())
