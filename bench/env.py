@@ -95,17 +95,13 @@ def new_topic(bootstrap: str, prefix: str, tag: str) -> str:
 
 
 def consumer_env(bootstrap: str, topic: str, group: str, sink: Sink, **extra: str) -> dict[str, str]:
-    """As tests/test_pipeline.py consumer_env, with the production batch settings (500 events / 200 ms)."""
+    """The consumer's own defaults (500 events / 200 ms batches, commits every 1 s, statistics every 5 s)."""
     return {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KAFKA_TOPIC": topic,
         "KAFKA_GROUP_ID": group,
         "TRACK_API_URL": sink.url,
         "TRACK_API_TOKEN": TOKEN,
-        "BATCH_MAX_EVENTS": "500",
-        "BATCH_LINGER_MS": "200",
-        "COMMIT_INTERVAL_MS": "200",
-        "KAFKA_CFG_STATISTICS_INTERVAL_MS": "500",
         **extra,
     }
 
@@ -122,9 +118,18 @@ def _epoch(ts: str) -> float:
 
 
 def first_assignment(proc: ConsumerProcess) -> float | None:
-    """Wall time of the consumer's first 'partitions assigned' log line: consumption starts there."""
+    """Wall time of the consumer's first 'partitions assigned' log line."""
+    return _first_log(proc, '"partitions assigned"')
+
+
+def first_record(proc: ConsumerProcess) -> float | None:
+    """Wall time of the consumer's first 'first records after assignment' line: consumption starts there."""
+    return _first_log(proc, '"first records after assignment"')
+
+
+def _first_log(proc: ConsumerProcess, needle: str) -> float | None:
     for line in proc.logs().splitlines():
-        if '"partitions assigned"' in line:
+        if needle in line:
             with contextlib.suppress(ValueError, KeyError):
                 return _epoch(orjson.loads(line)["ts"])
     return None

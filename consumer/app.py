@@ -4,7 +4,7 @@ One thread (this one) owns the Kafka consumer, the offset tracker, the batcher a
 dead-letter producer. Batches are delivered on a thread pool; finished deliveries come
 back through a queue that this thread drains, so every offset decision is made here.
 
-    consume → inbox → decode/transform → batcher → ready → pool (HTTP) → outcomes
+    consume → decode/transform → batcher → ready → pool (HTTP) → outcomes
                            └─ poison ──────────────────────────┴─ rejected → dead letters
     outcomes, dead-letter acks → offset tracker → commit (timer, revoke, shutdown)
 """
@@ -57,7 +57,7 @@ class App:
         self.batcher = Batcher(settings.batch_max_events, settings.batch_max_bytes, settings.batch_linger_s)
         self.budget = BufferBudget(settings.buffer_max_events)
         self.limiter = ConcurrencyLimit(settings.max_inflight_requests)
-        self.inbox: deque[tuple[Message, Ticket]] = deque()  # consumed, not yet decoded
+        self.inbox: list[Message] = []  # consumed, waiting for the Schema Registry
         self.ready: deque[Batch] = deque()  # closed batches waiting for a delivery slot
         self.inflight: dict[Future[Outcome], Batch] = {}
         self.outcomes: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
@@ -67,6 +67,7 @@ class App:
         self.stopping = False
         self.drain_deadline = 0.0  # while draining, how long a revoke may wait for in-flight batches
         self.last_commit = 0.0
+        self.assigned_at: float | None = None  # set by an assignment until its first records arrive
         try:
             self.server = serve(settings.metrics_port, self.metrics, self.health)
         except OSError as exc:
@@ -147,7 +148,7 @@ class App:
         self.health.draining = True
         self.drain_deadline = time.monotonic() + s.shutdown_timeout_s
         self.source.set_paused(self.tracker.owned(), True)
-        self._decode_inbox(time.monotonic())
+        self._convert([], time.monotonic())
         if (batch := self.batcher.flush(time.monotonic())) is not None:
             self._close_batch(batch)
         while (self.ready or self.inflight) and time.monotonic() < self.drain_deadline:
@@ -176,10 +177,9 @@ class App:
         if (deadline := self.batcher.deadline()) is not None:
             wait = min(wait, max(deadline - now, 0.0))
         messages = self.source.consume(min(room, CONSUME_MAX), wait)
-        if messages:
-            self._accept(messages)
         now = time.monotonic()
-        self._decode_inbox(now)
+        if messages or self.inbox:
+            self._convert(messages, now)
         if (batch := self.batcher.due(now)) is not None:
             self._close_batch(batch)
         self._dispatch()
@@ -192,50 +192,64 @@ class App:
             self._commit(wait=False)
         self.health.beat()
 
-    def _accept(self, messages: list[Message]) -> None:
-        consumed = 0
-        for m in messages:
+    def _convert(self, messages: list[Message], now: float) -> None:
+        """Decode, map and batch consumed records in order (the hot loop: one pass per call).
+
+        While the Schema Registry is unreachable, the rest wait in the inbox, untracked: their
+        offsets are above every tracked one, so no commit can pass them.
+        """
+        if self.assigned_at is not None and messages:
+            # How long offsets and the first fetch took: a slow start after a rebalance shows here.
+            log.info("first records after assignment", extra={"after_ms": round((now - self.assigned_at) * 1000)})
+            self.assigned_at = None
+        if self.inbox:
+            messages, self.inbox = self.inbox + messages, []
+        if now < self.registry_retry_at:
+            self.inbox = messages
+            return
+        owned = set(self.tracker.owned())  # rebalances happen only inside consume(): fixed here
+        track, decoder, topic = self.tracker.track, self.decoder, self.topic
+        idempotency = self.settings.idempotency_key
+        # An event must fit a request body on its own: the brackets take 2 bytes.
+        max_event = min(self.settings.max_event_bytes, self.settings.batch_max_bytes - 2)
+        items: list[Item] = []
+        append, consumed = items.append, 0
+        new_item = tuple.__new__  # Item(...) through its Python-level __new__ takes twice as long
+        for i, m in enumerate(messages):
             if (err := m.error()) is not None:
                 log.warning("Kafka consume error: %s", err.str())
                 continue
             partition = m.partition()
-            if not self.tracker.owns(partition):
-                continue  # a leftover from a partition revoked in this very call
-            self.inbox.append((m, self.tracker.track(partition, m.offset())))
+            if partition not in owned:
+                continue  # a leftover from a partition revoked in the consume() call
             consumed += 1
-        self.metrics.records_consumed.inc(consumed)
-
-    def _decode_inbox(self, now: float) -> None:
-        """Decode and map waiting records; stops early while the Schema Registry is unreachable."""
-        inbox, batcher = self.inbox, self.batcher
-        idempotency = self.settings.idempotency_key
-        # An event must fit a request body on its own: the brackets take 2 bytes.
-        max_event = min(self.settings.max_event_bytes, self.settings.batch_max_bytes - 2)
-        while inbox and now >= self.registry_retry_at:
-            m, ticket = inbox[0]
             value = m.value()
             if value is None:
                 self.metrics.skipped.labels("tombstone").inc()
-                self.tracker.ack(ticket)
-                inbox.popleft()
+                self.tracker.ack(track(partition, m.offset()))
                 continue
-            key = f"{self.topic}/{ticket.partition}/{ticket.offset}" if idempotency else None
+            key = f"{topic}/{partition}/{m.offset()}" if idempotency else None
             try:
-                encoded = encode_event(self.decoder, value, max_event, key)
+                encoded = encode_event(decoder, value, max_event, key)
             except dec.RegistryUnavailable as exc:
+                self.inbox = messages[i:]
+                consumed -= 1
                 delay = backoff(self.registry_attempt, 0.5, self.settings.retry_backoff_max_s)
                 self.registry_attempt += 1
                 self.registry_retry_at = now + delay
                 self.metrics.retries.labels("schema_registry").inc()
                 log.warning("Schema Registry unavailable, retrying in %.1fs: %s", delay, exc)
-                return
+                break
             except Unconvertible as exc:
-                self._dead_letter(m, ticket, dead_letter_reason(exc), str(exc))
+                self._dead_letter(m, track(partition, m.offset()), dead_letter_reason(exc), str(exc))
             else:
-                self.registry_attempt = 0
-                for batch in batcher.add(Item(encoded, ticket, m.timestamp()[1], m.key(), value), now):
-                    self._close_batch(batch)
-            inbox.popleft()
+                ticket = track(partition, m.offset())
+                append(new_item(Item, (encoded, ticket, m.timestamp()[1], m.key(), value)))
+        if items:
+            self.registry_attempt = 0
+            for batch in self.batcher.add(items, now):
+                self._close_batch(batch)
+        self.metrics.records_consumed.inc(consumed)
 
     def _close_batch(self, batch: Batch) -> None:
         self.ready.append(batch)
@@ -269,14 +283,12 @@ class App:
         self.metrics.inflight.set(len(self.inflight))
 
     def _apply(self, outcome: Outcome) -> None:
-        now_ms = time.time() * 1000
-        observe = self.metrics.e2e_latency.observe
-        for item in outcome.delivered:
-            self.tracker.ack(item.ticket)
-            observe(max(now_ms - item.timestamp_ms, 0) / 1000)
-        if outcome.delivered:
-            self.metrics.events_delivered.inc(len(outcome.delivered))
-            self.metrics.last_progress.set(now_ms / 1000)
+        if delivered := outcome.delivered:
+            now_s = time.time()
+            self.tracker.ack_all([item.ticket for item in delivered])
+            self.metrics.e2e_latency.observe_many([now_s - item.timestamp_ms / 1000 for item in delivered])
+            self.metrics.events_delivered.inc(len(delivered))
+            self.metrics.last_progress.set(now_s)
         for item, status, message in outcome.rejected:
             self.dead_letters.send(
                 item.ticket, self.topic, item.key, item.value, "rejected", message, {"dlq.http.status": str(status)}
@@ -326,6 +338,7 @@ class App:
             self.metrics.paused.set(len(self.tracker.owned()))
         self.metrics.rebalances.labels("assigned").inc()
         self.health.in_group = True
+        self.assigned_at = time.monotonic()
         log.info("partitions assigned", extra={"partitions": [tp.partition for tp in partitions]})
 
     def _on_revoke(self, partitions: list[TopicPartition]) -> None:
@@ -355,7 +368,7 @@ class App:
 
     def _drop(self, parts: set[int]) -> None:
         """Forget buffered, unsent records of these partitions; their next owner reads them again."""
-        self.inbox = deque(e for e in self.inbox if e[1].partition not in parts)
+        self.inbox = [m for m in self.inbox if m.partition() not in parts]
         self.batcher.drop(parts)
         kept: deque[Batch] = deque()
         for batch in self.ready:

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from consumer.batcher import Batch, Item
+from consumer.batcher import body as batch_body
 from consumer.config import ConfigError, valid_token
 from consumer.flow import ConcurrencyLimit
 from consumer.retry import Action, backoff, classify, retry_after_s, retry_reason
@@ -159,7 +160,7 @@ class Delivery:
 
     def _post_until_final(self, items: list[Item]) -> tuple[Action, int, str] | None:
         """POST until the answer is DONE, SPLIT or BISECT; None when abandoned."""
-        body = b"[" + b",".join(i.event for i in items) + b"]"
+        body = batch_body(items)
         attempt = 0
         while self.gate.wait(self.stop):
             status, message, retry_after = self._post(body, len(items))

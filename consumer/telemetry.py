@@ -7,10 +7,14 @@ import json
 import logging
 import threading
 import time
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.utils import floatToGoString
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +44,8 @@ class Metrics:
         self.lag = Gauge(
             p + "consumer_lag", "High watermark minus committed offset.", ["topic", "partition"], registry=r
         )
-        self.e2e_latency = Histogram(
-            p + "end_to_end_latency_seconds",
-            "Kafka record timestamp to Track API acceptance.",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+        self.e2e_latency = BatchHistogram(
+            p + "end_to_end_latency_seconds", "Kafka record timestamp to Track API acceptance.", _LATENCY_BUCKETS, r
         )
         self.rebalances = Counter(p + "rebalances", "Rebalance events.", ["event"], registry=r)
         self.skipped = Counter(
@@ -80,6 +81,41 @@ class Metrics:
     def forget_partition(self, topic: str, partition: int) -> None:
         with contextlib.suppress(KeyError):
             self.lag.remove(topic, str(partition))
+
+
+class BatchHistogram:
+    """A histogram observed a delivered batch at a time.
+
+    prometheus_client's `Histogram.observe` takes two locks per value: 1.1 µs per event on the
+    main thread, against 0.2 µs here (`python -m bench.hotpath`). Exposed like any histogram.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Iterable[float], registry: CollectorRegistry) -> None:
+        self._name, self._documentation = name, documentation
+        self._bounds = tuple(float(b) for b in buckets)
+        self._counts = [0] * (len(self._bounds) + 1)  # per bucket, not cumulative; the last is +Inf
+        self._sum = 0.0
+        self._lock = threading.Lock()
+        registry.register(self)
+
+    def observe_many(self, values: Iterable[float]) -> None:
+        counts, total, bounds = [0] * len(self._counts), 0.0, self._bounds
+        for value in values:
+            value = max(value, 0.0)  # producer clocks run ahead at times
+            counts[bisect_left(bounds, value)] += 1  # bisect_left: a value equal to a bound is in its bucket
+            total += value
+        with self._lock:
+            self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
+            self._sum += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        with self._lock:
+            counts, total = self._counts, self._sum
+        cumulative, buckets = 0, []
+        for bound, count in zip([*self._bounds, float("inf")], counts, strict=True):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        yield HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=total)
 
 
 class Health:

@@ -76,6 +76,9 @@ def test_every_record_delivered_mapped_and_committed(kafka_bootstrap: str, frami
             wait_until(lambda: lags(proc.metrics()) == [0] * PARTITIONS, 30, "lag 0 on every partition")
             metrics = proc.metrics()
             assert proc.stop(signal.SIGTERM) == 0, proc.logs()[-2000:]
+        # Logged once per assignment: the benchmark times consumption from this line.
+        first = [line for line in proc.logs().splitlines() if '"first records after assignment"' in line]
+        assert len(first) == 1 and orjson.loads(first[0])["after_ms"] >= 0, first
 
         delivered = by_user(api.events)
         assert len(api.events) == N  # nothing delivered twice in a clean run

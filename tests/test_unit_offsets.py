@@ -268,6 +268,28 @@ def test_random_ack_order_commits_only_contiguous_acked_prefixes(case: tuple[lis
     assert t.open_count(0) == 0
 
 
+@given(_offsets_and_ack_order(), st.lists(st.integers(1, 6), max_size=10), st.integers(0, 3))
+def test_acking_a_batch_at_once_equals_acking_one_by_one(
+    case: tuple[list[int], list[int]], chunks: list[int], stale: int
+) -> None:
+    """Delivered batches are acked with ack_all; tickets of an earlier assignment never count."""
+    offsets, order = case
+    single, bulk = _tracker(0), _tracker(0)
+    old = [bulk.track(0, o) for o in range(stale)]  # from an assignment that was revoked since
+    bulk.revoke(0)
+    bulk.assign(0)
+    tickets = [(single.track(0, o), bulk.track(0, o)) for o in offsets]
+    pending = [tickets[i] for i in order]
+    for size in [*chunks, len(pending)]:
+        chunk, pending = pending[:size], pending[size:]
+        for one, _ in chunk:
+            single.ack(one)
+        assert bulk.ack_all([b for _, b in chunk] + old) == len(chunk)
+        assert bulk.committable() == single.committable()
+        assert bulk.open_count(0) == single.open_count(0)
+    assert bulk.committable() == {0: offsets[-1] + 1}
+
+
 _OPS = st.lists(st.tuples(st.sampled_from(["track", "ack", "commit"]), st.integers(0, 1000)), max_size=120)
 
 
