@@ -149,7 +149,7 @@ class App:
         self.drain_deadline = time.monotonic() + s.shutdown_timeout_s
         self.source.set_paused(self.tracker.owned(), True)
         self._convert([], time.monotonic())
-        if (batch := self.batcher.flush(time.monotonic())) is not None:
+        if (batch := self.batcher.flush()) is not None:
             self._close_batch(batch)
         while (self.ready or self.inflight) and time.monotonic() < self.drain_deadline:
             self._dispatch()
@@ -212,8 +212,8 @@ class App:
         idempotency = self.settings.idempotency_key
         # An event must fit a request body on its own: the brackets take 2 bytes.
         max_event = min(self.settings.max_event_bytes, self.settings.batch_max_bytes - 2)
-        items: list[Item] = []
-        append, consumed = items.append, 0
+        entries: list[tuple[bytes, Item]] = []  # (event, its record)
+        append, consumed = entries.append, 0
         new_item = tuple.__new__  # Item(...) through its Python-level __new__ takes twice as long
         for i, m in enumerate(messages):
             if (err := m.error()) is not None:
@@ -244,10 +244,10 @@ class App:
                 self._dead_letter(m, track(partition, m.offset()), dead_letter_reason(exc), str(exc))
             else:
                 ticket = track(partition, m.offset())
-                append(new_item(Item, (encoded, ticket, m.timestamp()[1], m.key(), value)))
-        if items:
+                append((encoded, new_item(Item, (ticket, m.timestamp()[1], m.key(), value))))
+        if entries:
             self.registry_attempt = 0
-            for batch in self.batcher.add(items, now):
+            for batch in self.batcher.add(entries, now):
                 self._close_batch(batch)
         self.metrics.records_consumed.inc(consumed)
 

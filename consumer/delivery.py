@@ -17,7 +17,6 @@ from pathlib import Path
 import httpx
 
 from consumer.batcher import Batch, Item
-from consumer.batcher import body as batch_body
 from consumer.config import ConfigError, valid_token
 from consumer.flow import ConcurrencyLimit
 from consumer.retry import Action, backoff, classify, retry_after_s, retry_reason
@@ -138,32 +137,32 @@ class Delivery:
     def send(self, batch: Batch) -> Outcome:
         """Deliver a batch; split on 413 and bisect on 400/422 so only refused events are rejected."""
         outcome = Outcome(batch)
-        chunks = [batch.items]
+        items = batch.items
+        chunks = [(0, len(items))]  # ranges of events, the next one last
         while chunks:
-            items = chunks.pop()
-            answer = self._post_until_final(items)
+            lo, hi = chunks.pop()
+            answer = self._post_until_final(batch.body_of(lo, hi), hi - lo)
             if answer is None:
-                outcome.abandoned.extend(items)
-                for rest in chunks:
-                    outcome.abandoned.extend(rest)
+                outcome.abandoned.extend(items[lo:hi])
+                for rest_lo, rest_hi in chunks:
+                    outcome.abandoned.extend(items[rest_lo:rest_hi])
                 break
             action, status, message = answer
             if action is Action.DONE:
-                outcome.delivered.extend(items)
-            elif len(items) == 1:
-                outcome.rejected.append((items[0], status, message))
+                outcome.delivered.extend(items[lo:hi])
+            elif hi - lo == 1:
+                outcome.rejected.append((items[lo], status, message))
             else:
-                mid = len(items) // 2
-                chunks.append(items[mid:])
-                chunks.append(items[:mid])
+                mid = (lo + hi) // 2
+                chunks.append((mid, hi))
+                chunks.append((lo, mid))
         return outcome
 
-    def _post_until_final(self, items: list[Item]) -> tuple[Action, int, str] | None:
+    def _post_until_final(self, body: bytes, events: int) -> tuple[Action, int, str] | None:
         """POST until the answer is DONE, SPLIT or BISECT; None when abandoned."""
-        body = batch_body(items)
         attempt = 0
         while self.gate.wait(self.stop):
-            status, message, retry_after = self._post(body, len(items))
+            status, message, retry_after = self._post(body, events)
             action = classify(status)
             if action is Action.AUTH:
                 self._auth_failed(status)

@@ -9,37 +9,39 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.batcher import Batch, Batcher, Item, body
+from consumer.batcher import Batch, Batcher, Item, close
 from consumer.offsets import Ticket
 
 
-def _item(n: int, size: int | None = None, partition: int = 0) -> Item:
-    """A JSON event of exactly `size` bytes (at least 16 when n < 100) that carries its number."""
+def _item(n: int, size: int | None = None, partition: int = 0) -> tuple[bytes, Item]:
+    """(event, item): a JSON event of exactly `size` bytes (at least 16 when n < 100) carrying its number."""
     event = orjson.dumps({"n": n})
     if size is not None:
         pad = size - len(orjson.dumps({"n": n, "p": ""}))
         assert pad >= 0, f"size {size} too small"
         event = orjson.dumps({"n": n, "p": "x" * pad})
         assert len(event) == size
-    return Item(event, Ticket(partition, 1, n), 0, None, b"")
+    return event, Item(Ticket(partition, 1, n), 0, None, b"")
 
 
 def _numbers(batch: Batch) -> list[int]:
-    return [e["n"] for e in orjson.loads(batch.body())]
+    return [e["n"] for e in orjson.loads(batch.body)]
 
 
 def _check(batch: Batch) -> None:
-    body = batch.body()
+    body = batch.body
     assert batch.size == len(body)
     parsed = orjson.loads(body)
     assert isinstance(parsed, list)
-    assert parsed == [orjson.loads(i.event) for i in batch.items]
+    assert parsed == [orjson.loads(e) for e in batch.events()]
+    assert len(batch.events()) == len(batch.items)
 
 
 def test_empty_batch_body_is_an_empty_array() -> None:
-    b = Batch()
-    assert b.body() == b"[]"
-    assert b.size == len(b.body())
+    b = close([], [], 0.0)
+    assert b.body == b"[]"
+    assert b.events() == []
+    assert b.size == len(b.body)
     assert b.partitions() == set()
 
 
@@ -56,7 +58,7 @@ def test_count_bound_closes_exactly_at_max_events() -> None:
     assert _numbers(closed[0]) == [0, 1, 2]
     _check(closed[0])
     assert len(b) == 0
-    assert b.flush(0) is None
+    assert b.flush() is None
 
 
 def test_max_events_one_sends_every_event_alone() -> None:
@@ -76,7 +78,7 @@ def test_byte_bound_exact_fit_closes_the_batch() -> None:
     assert b.add([_item(0, 20)], 0) == []
     assert b.add([_item(1, 20)], 0) == []
     (batch,) = b.add([_item(2, 20)], 0)
-    assert len(batch.body()) == 64 == batch.size
+    assert len(batch.body) == 64 == batch.size
     assert _numbers(batch) == [0, 1, 2]
 
 
@@ -86,8 +88,8 @@ def test_byte_bound_one_byte_short_moves_the_event_to_the_next_batch() -> None:
     b.add([_item(1, 20)], 0)
     (batch,) = b.add([_item(2, 20)], 0)
     assert _numbers(batch) == [0, 1]
-    assert len(batch.body()) == 43 <= 63
-    rest = b.flush(0)
+    assert len(batch.body) == 43 <= 63
+    rest = b.flush()
     assert rest is not None and _numbers(rest) == [2]
     _check(rest)
 
@@ -96,7 +98,7 @@ def test_oversized_event_travels_alone() -> None:
     b = Batcher(max_events=100, max_bytes=50, linger_s=10)
     (batch,) = b.add([_item(0, 200)], 0)
     assert _numbers(batch) == [0]
-    assert batch.size == len(batch.body()) == 202
+    assert batch.size == len(batch.body) == 202
     assert len(b) == 0
 
 
@@ -131,13 +133,13 @@ def test_bounds_hold_and_nothing_is_lost_or_duplicated(sizes: list[int], max_byt
         if (due := b.due(now)) is not None:
             batches.append(due)
         assert len(b) <= max_events
-    if (last := b.flush(now)) is not None:
+    if (last := b.flush()) is not None:
         batches.append(last)
     assert len(b) == 0
     seen: list[int] = []
     for batch in batches:
         assert batch.items, "an empty batch was closed"
-        body = batch.body()
+        body = batch.body
         assert batch.size == len(body)
         assert len(body) <= max_bytes or len(batch.items) == 1
         assert len(batch.items) <= max_events
@@ -152,11 +154,11 @@ def test_batches_are_as_full_as_allowed(sizes: list[int], max_bytes: int) -> Non
     batches: list[Batch] = []
     for n, size in enumerate(sizes):
         batches.extend(b.add([_item(n, size)], 0))
-    if (last := b.flush(0)) is not None:
+    if (last := b.flush()) is not None:
         batches.append(last)
     for batch, following in itertools.pairwise(batches):
         if batch.size < max_bytes:
-            assert batch.size + 1 + len(following.items[0].event) > max_bytes
+            assert batch.size + 1 + len(following.events()[0]) > max_bytes
 
 
 @given(
@@ -174,15 +176,31 @@ def test_adding_in_chunks_closes_the_same_batches_as_one_by_one(
     one_by_one = [batch for item in items for batch in single.add([item], 0)]
     bounds = [0, *sorted(c for c in cuts if c < len(items)), len(items)]
     at_once = [batch for lo, hi in itertools.pairwise(bounds) for batch in chunked.add(items[lo:hi], 0)]
-    assert [(b.items, b.size) for b in at_once] == [(b.items, b.size) for b in one_by_one]
+    assert [(b.items, b.body) for b in at_once] == [(b.items, b.body) for b in one_by_one]
     assert len(chunked) == len(single)
 
 
-@given(sizes=st.lists(st.integers(16, 200), max_size=30))
-def test_body_is_the_json_array_of_the_events(sizes: list[int]) -> None:
-    items = [_item(n, size) for n, size in enumerate(sizes)]
-    assert body(items) == b"[" + b",".join(i.event for i in items) + b"]"
-    assert orjson.loads(body(items)) == [orjson.loads(i.event) for i in items]
+@given(sizes=st.lists(st.integers(16, 200), max_size=30), data=st.data())
+def test_body_and_the_body_of_any_range_are_the_json_arrays_of_their_events(
+    sizes: list[int], data: st.DataObject
+) -> None:
+    events = [_item(n, size)[0] for n, size in enumerate(sizes)]
+    batch = close(list(events), [_item(n)[1] for n in range(len(events))], 0.0)
+    assert batch.body == b"[" + b",".join(events) + b"]"
+    assert batch.events() == events
+    lo = data.draw(st.integers(0, len(events)))
+    hi = data.draw(st.integers(lo, len(events)))
+    assert batch.body_of(lo, hi) == b"[" + b",".join(events[lo:hi]) + b"]"
+
+
+def test_without_keeps_the_other_partitions_events_and_body() -> None:
+    entries = [_item(n, 16 + n, partition=n % 3) for n in range(7)]
+    batch = close([e for e, _ in entries], [i for _, i in entries], 4.0)
+    rest = batch.without({1})
+    assert _numbers(rest) == [0, 2, 3, 5, 6]
+    assert rest.created == 4.0 and rest.partitions() == {0, 2}
+    _check(rest)
+    assert batch.without({0, 1, 2}).body == b"[]"
 
 
 # ---- linger ----------------------------------------------------------------------------------------
@@ -223,11 +241,11 @@ def test_linger_zero_is_due_at_once() -> None:
 
 def test_flush_returns_the_open_batch_regardless_of_linger() -> None:
     b = Batcher(max_events=10, max_bytes=1 << 20, linger_s=100)
-    assert b.flush(0) is None
+    assert b.flush() is None
     b.add([_item(0)], 0)
-    batch = b.flush(0.001)
+    batch = b.flush()
     assert batch is not None and _numbers(batch) == [0]
-    assert b.flush(0.002) is None
+    assert b.flush() is None
 
 
 # ---- drop ------------------------------------------------------------------------------------------
@@ -240,7 +258,7 @@ def test_drop_keeps_other_partitions_and_recomputes_size() -> None:
     assert b.drop({1}) == 2
     assert len(b) == 4
     assert b.deadline() == pytest.approx(8.0), "the kept events keep their linger deadline"
-    batch = b.flush(7.5)
+    batch = b.flush()
     assert batch is not None
     assert _numbers(batch) == [0, 2, 3, 5]
     assert batch.partitions() == {0, 2}
@@ -253,7 +271,7 @@ def test_drop_nothing_matching() -> None:
     assert b.drop({5}) == 0
     assert b.drop(set()) == 0
     assert len(b) == 1
-    batch = b.flush(0)
+    batch = b.flush()
     assert batch is not None
     _check(batch)
 
@@ -266,10 +284,10 @@ def test_drop_everything_then_add_again() -> None:
     assert len(b) == 0
     assert b.deadline() is None
     assert b.due(100.0) is None
-    assert b.flush(100.0) is None
+    assert b.flush() is None
     b.add([_item(2, partition=1)], 50.0)
     assert b.deadline() == pytest.approx(51.0), "linger restarts with the first event after the drop"
-    batch = b.flush(50.0)
+    batch = b.flush()
     assert batch is not None and _numbers(batch) == [2]
     _check(batch)
 
@@ -283,7 +301,7 @@ def test_byte_bound_after_drop_uses_the_recomputed_size() -> None:
     assert b.add([_item(2, 20)], 0) == []
     (batch,) = b.add([_item(3, 20)], 0)
     assert _numbers(batch) == [0, 2, 3]
-    assert batch.size == len(batch.body()) == 64
+    assert batch.size == len(batch.body) == 64
 
 
 @given(
@@ -296,7 +314,7 @@ def test_drop_property(parts: list[int], dropped: set[int], sizes: st.DataObject
     for n, p in enumerate(parts):
         b.add([_item(n, sizes.draw(st.integers(16, 50)), partition=p)], 0)
     assert b.drop(dropped) == sum(1 for p in parts if p in dropped)
-    batch = b.flush(0)
+    batch = b.flush()
     kept = [n for n, p in enumerate(parts) if p not in dropped]
     if not kept:
         assert batch is None
