@@ -43,9 +43,9 @@ def encode_event(decoder: Decoder, value: bytes, max_bytes: int, idempotency_key
             raise EventTooLarge(
                 f"event is at least {at_least} bytes, above the maximum of {max_bytes} (MAX_EVENT_BYTES)"
             )
-        # orjson leaves ~16 KiB allocated behind a 2 KB result; an exact-size copy halves
-        # peak RSS with a full buffer (400 → 199 MiB at 19,500 buffered events).
-        encoded = bytes(memoryview(orjson.dumps(event)))
+        # orjson leaves ~16 KiB allocated behind a 2 KB result: fine here, because the batcher
+        # keeps an event only until its batch closes and joins it into the body (batcher.py).
+        encoded = orjson.dumps(event)
     except (InvalidRecord, EventTooLarge):
         raise
     except Exception as exc:  # a mapping surprise must not stop the partition
