@@ -35,10 +35,6 @@ class Batch:
     lengths: list[int]  # of each event in `body`
     created: float = 0.0
 
-    @property
-    def size(self) -> int:
-        return len(self.body)
-
     def body_of(self, lo: int, hi: int) -> bytes:
         """The body of events lo..hi-1 alone, for splitting and bisecting."""
         if lo == 0 and hi == len(self.items):

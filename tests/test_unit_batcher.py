@@ -30,7 +30,6 @@ def _numbers(batch: Batch) -> list[int]:
 
 def _check(batch: Batch) -> None:
     body = batch.body
-    assert batch.size == len(body)
     parsed = orjson.loads(body)
     assert isinstance(parsed, list)
     assert parsed == [orjson.loads(e) for e in batch.events()]
@@ -41,7 +40,6 @@ def test_empty_batch_body_is_an_empty_array() -> None:
     b = close([], [], 0.0)
     assert b.body == b"[]"
     assert b.events() == []
-    assert b.size == len(b.body)
     assert b.partitions() == set()
 
 
@@ -78,7 +76,7 @@ def test_byte_bound_exact_fit_closes_the_batch() -> None:
     assert b.add([_item(0, 20)], 0) == []
     assert b.add([_item(1, 20)], 0) == []
     (batch,) = b.add([_item(2, 20)], 0)
-    assert len(batch.body) == 64 == batch.size
+    assert len(batch.body) == 64
     assert _numbers(batch) == [0, 1, 2]
 
 
@@ -98,7 +96,7 @@ def test_oversized_event_travels_alone() -> None:
     b = Batcher(max_events=100, max_bytes=50, linger_s=10)
     (batch,) = b.add([_item(0, 200)], 0)
     assert _numbers(batch) == [0]
-    assert batch.size == len(batch.body) == 202
+    assert len(batch.body) == 202
     assert len(b) == 0
 
 
@@ -115,7 +113,7 @@ def test_oversized_event_after_small_ones_closes_both() -> None:
 def test_event_filling_max_bytes_alone() -> None:
     b = Batcher(max_events=100, max_bytes=22, linger_s=10)
     (batch,) = b.add([_item(0, 20)], 0)  # "[" + 20 + "]" == 22: full
-    assert batch.size == 22
+    assert len(batch.body) == 22
 
 
 @given(
@@ -140,7 +138,6 @@ def test_bounds_hold_and_nothing_is_lost_or_duplicated(sizes: list[int], max_byt
     for batch in batches:
         assert batch.items, "an empty batch was closed"
         body = batch.body
-        assert batch.size == len(body)
         assert len(body) <= max_bytes or len(batch.items) == 1
         assert len(batch.items) <= max_events
         seen.extend(_numbers(batch))
@@ -157,8 +154,8 @@ def test_batches_are_as_full_as_allowed(sizes: list[int], max_bytes: int) -> Non
     if (last := b.flush()) is not None:
         batches.append(last)
     for batch, following in itertools.pairwise(batches):
-        if batch.size < max_bytes:
-            assert batch.size + 1 + len(following.events()[0]) > max_bytes
+        if len(batch.body) < max_bytes:
+            assert len(batch.body) + 1 + len(following.events()[0]) > max_bytes
 
 
 @given(
@@ -301,7 +298,7 @@ def test_byte_bound_after_drop_uses_the_recomputed_size() -> None:
     assert b.add([_item(2, 20)], 0) == []
     (batch,) = b.add([_item(3, 20)], 0)
     assert _numbers(batch) == [0, 2, 3]
-    assert batch.size == len(batch.body) == 64
+    assert len(batch.body) == 64
 
 
 @given(
