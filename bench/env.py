@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,21 +128,19 @@ def first_record(proc: ConsumerProcess) -> float | None:
     return _first_log(proc, '"first records after assignment"')
 
 
-def _first_log(proc: ConsumerProcess, needle: str) -> float | None:
+def assigned_at(proc: ConsumerProcess) -> float | None:
+    """Wall time of the consumer's first assignment that gave it at least one partition."""
+    return _first_log(proc, '"partitions assigned"', lambda entry: bool(entry.get("partitions")))
+
+
+def _first_log(
+    proc: ConsumerProcess, needle: str, wanted: Callable[[dict[str, Any]], bool] = lambda _: True
+) -> float | None:
     for line in proc.logs().splitlines():
         if needle in line:
             with contextlib.suppress(ValueError, KeyError):
-                return _epoch(orjson.loads(line)["ts"])
-    return None
-
-
-def assigned_at(proc: ConsumerProcess) -> float | None:
-    """Wall time of the consumer's first assignment that gave it at least one partition."""
-    for line in proc.logs().splitlines():
-        if '"partitions assigned"' in line:
-            with contextlib.suppress(ValueError, KeyError):
                 entry = orjson.loads(line)
-                if entry.get("partitions"):
+                if wanted(entry):
                     return _epoch(entry["ts"])
     return None
 

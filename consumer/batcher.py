@@ -51,12 +51,17 @@ class Batch:
 
     def without(self, partitions: set[int]) -> Batch:
         """The same batch less the events of `partitions` (their next owner reads them again)."""
-        kept = [(e, i) for e, i in zip(self.events(), self.items, strict=True) if i.ticket.partition not in partitions]
-        return close([e for e, _ in kept], [i for _, i in kept], self.created)
+        return close(*_without(self.events(), self.items, partitions), self.created)
 
     def _starts(self) -> list[int]:
         """Where each event begins in `body`, and one more: `len(body)`."""
         return list(accumulate((n + 1 for n in self.lengths), initial=1))
+
+
+def _without(events: list[bytes], items: list[Item], partitions: set[int]) -> tuple[list[bytes], list[Item]]:
+    """The events and items that are not of `partitions`, in order."""
+    kept = [(e, i) for e, i in zip(events, items, strict=True) if i.ticket.partition not in partitions]
+    return [e for e, _ in kept], [i for _, i in kept]
 
 
 def close(events: list[bytes], items: list[Item], created: float) -> Batch:
@@ -119,11 +124,10 @@ class Batcher:
 
     def drop(self, partitions: set[int]) -> int:
         """Forget events of revoked partitions (their new owner re-reads them); returns how many."""
-        kept = [(e, i) for e, i in zip(self._events, self._items, strict=True) if i.ticket.partition not in partitions]
-        dropped = len(self._items) - len(kept)
-        self._events, self._items = [e for e, _ in kept], [i for _, i in kept]
-        self._size = 2 + sum(len(e) for e in self._events) + max(len(kept) - 1, 0)
-        return dropped
+        before = len(self._items)
+        self._events, self._items = _without(self._events, self._items, partitions)
+        self._size = 2 + sum(len(e) for e in self._events) + max(len(self._events) - 1, 0)
+        return before - len(self._items)
 
     def _take(self) -> Batch:
         batch = close(self._events, self._items, self._created)
