@@ -29,7 +29,7 @@ def _entries() -> list[tuple[bytes, Item]]:
     for p in range(PARTITIONS):
         tracker.assign(p)
     event = b'{"user_id":"' + b"x" * 1990 + b'"}'
-    return [(event, Item(tracker.track(i % PARTITIONS, i // PARTITIONS), i, None, b"")) for i in range(N)]
+    return [(event, (tracker.track(i % PARTITIONS, i // PARTITIONS), i, None, b"")) for i in range(N)]
 
 
 def _batches(entries: list[tuple[bytes, Item]]) -> list[Batch]:
@@ -64,35 +64,35 @@ def main() -> None:
 
     def new_tracker() -> None:
         t = _fresh_tracker()
-        for i in items:
-            t.track(i.ticket.partition, i.ticket.offset)
+        for (partition, _, offset), _, _, _ in items:
+            t.track(partition, offset)
         state["t"] = t
 
     def ack_all() -> None:
         t = state["t"]
         assert isinstance(t, OffsetTracker)
         for b in batches:
-            t.ack_all([i.ticket for i in b.items])
+            t.ack_all([ticket for ticket, _, _, _ in b.items])
 
     def ack_each() -> None:
         t = state["t"]
         assert isinstance(t, OffsetTracker)
         for b in batches:
-            for i in b.items:
-                t.ack(i.ticket)
+            for ticket, _, _, _ in b.items:
+                t.ack(ticket)
 
     def observe_many() -> None:
         h = BatchHistogram("x_seconds", "x", _LATENCY_BUCKETS, CollectorRegistry())
         now = time.time()
         for b in batches:
-            h.observe_many([now - i.timestamp_ms / 1000 for i in b.items])
+            h.observe_many([now - timestamp_ms / 1000 for _, timestamp_ms, _, _ in b.items])
 
     def observe_each() -> None:
         h = Histogram("x_seconds", "x", buckets=_LATENCY_BUCKETS, registry=CollectorRegistry())
         now_ms = time.time() * 1000
         for b in batches:
-            for i in b.items:
-                h.observe(max(now_ms - i.timestamp_ms, 0) / 1000)
+            for _, timestamp_ms, _, _ in b.items:
+                h.observe(max(now_ms - timestamp_ms, 0) / 1000)
 
     def joined() -> None:
         for e in events:

@@ -12,18 +12,17 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import NamedTuple
 
 from consumer.offsets import Ticket
 
+# A record whose event is on its way to the API: what is needed to ack or dead-letter it.
+# (ticket, timestamp_ms, key, value): the Kafka timestamp is for end-to-end latency, the
+# original key and value for the dead-letter topic. A plain tuple: see `offsets.Ticket`.
+Item = tuple[Ticket, int, bytes | None, bytes]
 
-class Item(NamedTuple):
-    """A record whose event is on its way to the API: what is needed to ack or dead-letter it."""
 
-    ticket: Ticket
-    timestamp_ms: int  # the Kafka record's timestamp, for end-to-end latency
-    key: bytes | None  # the record's original key and value, kept for the dead-letter topic
-    value: bytes
+def partition_of(item: Item) -> int:
+    return item[0][0]
 
 
 @dataclass
@@ -47,7 +46,7 @@ class Batch:
         return [self.body[start : start + n] for start, n in zip(starts, self.lengths, strict=False)]
 
     def partitions(self) -> set[int]:
-        return {item.ticket.partition for item in self.items}
+        return {partition_of(item) for item in self.items}
 
     def without(self, partitions: set[int]) -> Batch:
         """The same batch less the events of `partitions` (their next owner reads them again)."""
@@ -60,7 +59,7 @@ class Batch:
 
 def _without(events: list[bytes], items: list[Item], partitions: set[int]) -> tuple[list[bytes], list[Item]]:
     """The events and items that are not of `partitions`, in order."""
-    kept = [(e, i) for e, i in zip(events, items, strict=True) if i.ticket.partition not in partitions]
+    kept = [(e, i) for e, i in zip(events, items, strict=True) if partition_of(i) not in partitions]
     return [e for e, _ in kept], [i for _, i in kept]
 
 

@@ -48,12 +48,13 @@ class DeadLetters:
         message: str,
         extra_headers: dict[str, str] | None = None,
     ) -> None:
+        partition, _, offset = ticket
         headers = {
             "dlq.reason": reason,
             "dlq.error.message": message[:MAX_MESSAGE_CHARS],
             "dlq.source.topic": source_topic,
-            "dlq.source.partition": str(ticket.partition),
-            "dlq.source.offset": str(ticket.offset),
+            "dlq.source.partition": str(partition),
+            "dlq.source.offset": str(offset),
             **(extra_headers or {}),
         }
         encoded = [(k, v.encode()) for k, v in headers.items()]

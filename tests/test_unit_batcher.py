@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.batcher import Batch, Batcher, Item, close
-from consumer.offsets import Ticket
 
 
 def _item(n: int, size: int | None = None, partition: int = 0) -> tuple[bytes, Item]:
@@ -21,7 +20,7 @@ def _item(n: int, size: int | None = None, partition: int = 0) -> tuple[bytes, I
         assert pad >= 0, f"size {size} too small"
         event = orjson.dumps({"n": n, "p": "x" * pad})
         assert len(event) == size
-    return event, Item(Ticket(partition, 1, n), 0, None, b"")
+    return event, ((partition, 1, n), 0, None, b"")
 
 
 def _numbers(batch: Batch) -> list[int]:
