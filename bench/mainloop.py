@@ -22,10 +22,10 @@ from confluent_kafka import Message
 
 from bench.data import Templates
 from bench.env import PARTITIONS
+from bench.nohttp import ack_as_delivered
 from consumer import config
 from consumer.app import CONSUME_MAX, App
 from consumer.batcher import Batch
-from consumer.delivery import Outcome
 
 IN_FLIGHT = 8
 
@@ -57,9 +57,7 @@ def main() -> int:
         while app.ready:
             delivering.append(app.ready.popleft())
         while len(delivering) > IN_FLIGHT:
-            batch = delivering.popleft()
-            app.in_batches -= len(batch.items)
-            app._apply(Outcome(batch, delivered=list(batch.items)))
+            ack_as_delivered(app, delivering.popleft())
     seconds, cpu = time.perf_counter() - started, time.thread_time() - cpu
     print(orjson.dumps({"events": n, "seconds": seconds, "cpu": cpu}).decode(), flush=True)
     app.server.shutdown()

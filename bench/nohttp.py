@@ -19,8 +19,15 @@ import orjson
 from confluent_kafka import Message
 
 from consumer import app as app_module
+from consumer.batcher import Batch
 from consumer.cli import main as consumer_main
 from consumer.delivery import Outcome
+
+
+def ack_as_delivered(app: app_module.App, batch: Batch) -> None:
+    """What `App._collect` does with a delivered batch's outcome, without the request."""
+    app.in_batches -= len(batch.items)
+    app._apply(Outcome(batch, delivered=list(batch.items)))
 
 
 def main() -> int:
@@ -40,9 +47,7 @@ def main() -> int:
 
     def dispatch(self: app_module.App) -> None:
         while self.ready:
-            batch = self.ready.popleft()
-            self.in_batches -= len(batch.items)
-            self._apply(Outcome(batch, delivered=list(batch.items)))
+            ack_as_delivered(self, self.ready.popleft())
 
     app_module.App._convert = timed_convert  # type: ignore[method-assign]
     app_module.App._dispatch = dispatch  # type: ignore[method-assign]
