@@ -612,9 +612,9 @@ def test_schema_registry_outage_dead_letters_nothing(kafka_bootstrap: str, tmp_p
     during = [sample_record(i, "registry") for i in range(500, 2000)]
     with SchemaRegistry() as registry, TrackApi() as api:
         ids = {v: registry.register(n, schemas[v]) for n, v in enumerate(["current", "older", "newer"], 11)}
-        kafkautil.produce(
-            kafka_bootstrap, topic, [(None, encode_confluent(r, schemas["current"], ids["current"])) for r in before]
-        )
+        # Spread evenly: keyless records could all land in one partition, which then has nothing to commit.
+        first_wave = [(None, encode_confluent(r, schemas["current"], ids["current"])) for r in before]
+        kafkautil.produce(kafka_bootstrap, topic, first_wave, PARTITIONS)
         env = consumer_env(kafka_bootstrap, topic, api, SCHEMA_REGISTRY_URL=registry.url)
         group = env["KAFKA_GROUP_ID"]
         with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
@@ -629,7 +629,7 @@ def test_schema_registry_outage_dead_letters_nothing(kafka_bootstrap: str, tmp_p
                 for i, r in enumerate(during)
                 for v in [("older", "newer")[i % 2]]
             ]
-            kafkautil.produce(kafka_bootstrap, topic, [(None, v) for v in values])
+            kafkautil.produce(kafka_bootstrap, topic, [(None, v) for v in values], PARTITIONS)
             time.sleep(max(0.0, 5 - (time.monotonic() - down_at)))
             delivered_during = api.count() - len(before)
             asked_during = registry.requests - asked_before
