@@ -93,7 +93,7 @@ class BatchHistogram:
     def __init__(self, name: str, documentation: str, buckets: Iterable[float], registry: CollectorRegistry) -> None:
         self._name, self._documentation = name, documentation
         self._bounds = tuple(float(b) for b in buckets)
-        self._counts = [0] * (len(self._bounds) + 1)  # per bucket, not cumulative; the last is +Inf
+        self._cumulative = [0] * (len(self._bounds) + 1)  # values <= each bound, as exposed; the last is +Inf
         self._sum = 0.0
         self._lock = threading.Lock()
         registry.register(self)
@@ -101,20 +101,17 @@ class BatchHistogram:
     def observe_many(self, values: Iterable[float]) -> None:
         # Sorted once, each bucket is one bisect: no Python-level work per value.
         ordered = sorted(values)
-        cumulative = [bisect_right(ordered, bound) for bound in self._bounds]
-        counts = [b - a for a, b in zip([0, *cumulative], [*cumulative, len(ordered)], strict=True)]
+        cumulative = [*(bisect_right(ordered, bound) for bound in self._bounds), len(ordered)]
         total = sum(ordered[bisect_right(ordered, 0.0) :])  # producer clocks run ahead at times: below 0 is 0
         with self._lock:
-            self._counts = [a + b for a, b in zip(self._counts, counts, strict=True)]
+            self._cumulative = [a + b for a, b in zip(self._cumulative, cumulative, strict=True)]
             self._sum += total
 
     def collect(self) -> Iterator[HistogramMetricFamily]:
         with self._lock:
-            counts, total = self._counts, self._sum
-        cumulative, buckets = 0, []
-        for bound, count in zip([*self._bounds, float("inf")], counts, strict=True):
-            cumulative += count
-            buckets.append((floatToGoString(bound), cumulative))
+            cumulative, total = self._cumulative, self._sum
+        bounds = [*self._bounds, float("inf")]
+        buckets = [(floatToGoString(bound), count) for bound, count in zip(bounds, cumulative, strict=True)]
         yield HistogramMetricFamily(self._name, self._documentation, buckets=buckets, sum_value=total)
 
 
