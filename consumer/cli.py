@@ -74,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("configuration error: %s", exc)
         return 2
     except Exception:
-        # A bug, not an input problem: nothing undelivered was committed, so a restart loses nothing.
+        # A bug before the main loop: nothing undelivered was committed, so a restart loses nothing.
         log.exception("consumer crashed")
-        return 1
-    # Offsets are committed and the consumer closed. A request still hanging in a delivery
-    # thread would hold the interpreter's exit for up to HTTP_TIMEOUT_S: leave without it.
+        code = 1
+    # Offsets are committed and the consumer closed. A request still hanging (or a retry still
+    # waiting) in a delivery thread would hold the interpreter's exit: leave without it.
     logging.shutdown()
     os._exit(code)
