@@ -61,6 +61,7 @@ class App:
         self.inbox: list[Message] = []  # consumed, waiting for the Schema Registry
         self.ready: deque[Batch] = deque()  # closed batches waiting for a delivery slot
         self.inflight: dict[Future[Outcome], Batch] = {}
+        self.headers_of: dict[Ticket, list] = {}  # batched records that carry headers, for their dead letter
         self.outcomes: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
         self.in_batches = 0  # events in `ready` and `inflight`
         self.registry_retry_at = 0.0
@@ -87,6 +88,7 @@ class App:
             self.health,
             self.limiter,
             settings.track_api_ca_bundle,
+            settings.track_api_auth,
         )
         self.pool = ThreadPoolExecutor(settings.max_inflight_requests, thread_name_prefix="delivery")
         self.source = Source(settings, overrides, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
@@ -284,6 +286,8 @@ class App:
                 self._dead_letter(m, track(partition, m.offset()), dead_letter_reason(exc), str(exc))
             else:
                 ticket = track(partition, m.offset())
+                if (headers := m.headers()) is not None:  # rare: kept aside, not in the hot batch items
+                    self.headers_of[ticket] = headers
                 append((encoded, (ticket, m.timestamp()[1], m.key(), value)))
         if entries:
             self.registry_attempt = 0
@@ -329,9 +333,19 @@ class App:
             self.metrics.e2e_latency.observe_many([now_s - timestamp_ms / 1000 for _, timestamp_ms, _, _ in delivered])
             self.metrics.events_delivered.inc(len(delivered))
             self.metrics.last_progress.set(now_s)
+            if self.headers_of:
+                for ticket, _, _, _ in delivered:
+                    self.headers_of.pop(ticket, None)
         for (ticket, _, key, value), status, message in outcome.rejected:
             self.dead_letters.send(
-                ticket, self.topic, key, value, "rejected", message, {"dlq.http.status": str(status)}
+                ticket,
+                self.topic,
+                key,
+                value,
+                "rejected",
+                message,
+                {"dlq.http.status": str(status)},
+                original=self.headers_of.pop(ticket, None),
             )
 
     def _dead_letter(self, m: Message, ticket: Ticket, reason: str, message: str) -> None:
@@ -341,7 +355,7 @@ class App:
             "dead-lettering record",
             extra={"partition": partition, "offset": offset, "reason": reason, "error": message},
         )
-        self.dead_letters.send(ticket, self.topic, m.key(), m.value(), reason, message)
+        self.dead_letters.send(ticket, self.topic, m.key(), m.value(), reason, message, original=m.headers())
 
     def _dead_lettered(self, ticket: Ticket, reason: str) -> None:
         self.tracker.ack(ticket)
@@ -420,6 +434,8 @@ class App:
         self.ready = kept
 
     def _release(self, parts: set[int]) -> None:
+        if self.headers_of:
+            self.headers_of = {t: h for t, h in self.headers_of.items() if t[0] not in parts}
         for p in parts:
             self.tracker.revoke(p)
             self.metrics.forget_partition(self.topic, p)

@@ -10,6 +10,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from consumer.dlqpolicy import smaller
 from consumer.offsets import Ticket
+from consumer.ops.headers import Headers, carried
 from consumer.source import kafka_client
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ class DeadLetters:
         reason: str,
         message: str,
         extra_headers: dict[str, str] | None = None,
+        original: Headers | None = None,
     ) -> None:
         partition, _, offset = ticket
         headers = {
@@ -77,7 +79,8 @@ class DeadLetters:
             "dlq.source.offset": str(offset),
             **(extra_headers or {}),
         }
-        encoded = [(k, v.encode()) for k, v in headers.items()]
+        # The record's own headers ride along, so `dlq redrive` can publish it again as it was.
+        encoded = [(k, v.encode()) for k, v in headers.items()] + carried(original)
 
         def delivered(err: KafkaError | None, _msg: Message) -> None:
             self.pending -= 1
