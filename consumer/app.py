@@ -135,7 +135,8 @@ class App:
         attempt, say = 0, Throttle(30.0)
         while not self.stopping:
             try:
-                ensure_topic(admin, self.topic, self.settings.kafka_dlq_topic)
+                source_max_bytes = ensure_topic(admin, self.topic, self.settings.kafka_dlq_topic)
+                self.dead_letters.fit(source_max_bytes)
                 return True
             except KafkaUnreachable as exc:
                 if say.allow():
