@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CONSUME_MAX = 1000  # records per consume() call
 LOOP_WAIT_S = 0.05  # longest a loop iteration blocks; bounds how late an outcome is noticed
+ABORT_FLUSH_S = 5.0  # after a failure, how long pending dead letters may take before the exit
 
 
 class App:
@@ -60,6 +61,7 @@ class App:
         self.inbox: list[Message] = []  # consumed, waiting for the Schema Registry
         self.ready: deque[Batch] = deque()  # closed batches waiting for a delivery slot
         self.inflight: dict[Future[Outcome], Batch] = {}
+        self.headers_of: dict[Ticket, list] = {}  # batched records that carry headers, for their dead letter
         self.outcomes: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
         self.in_batches = 0  # events in `ready` and `inflight`
         self.registry_retry_at = 0.0
@@ -68,6 +70,8 @@ class App:
         self.drain_deadline = 0.0  # while draining, how long a revoke may wait for in-flight batches
         self.last_commit = 0.0
         self.assigned_at: float | None = None  # set by an assignment until its first records arrive
+        self._finished = False  # the final commit ran
+        self._closed = False
         try:
             self.server = serve(settings.metrics_port, self.metrics, self.health)
         except OSError as exc:
@@ -84,6 +88,7 @@ class App:
             self.health,
             self.limiter,
             settings.track_api_ca_bundle,
+            settings.track_api_auth,
         )
         self.pool = ThreadPoolExecutor(settings.max_inflight_requests, thread_name_prefix="delivery")
         self.source = Source(settings, overrides, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
@@ -91,6 +96,12 @@ class App:
         self.dead_letters = DeadLetters(shared, settings.kafka_dlq_topic, self._dead_lettered)
 
     # ---- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def run(self) -> int:
         """Consume until asked to stop, then drain and commit; returns the exit code."""
@@ -109,6 +120,7 @@ class App:
         while not self.stopping and self.source.fatal is None:
             self._step()
         if self.source.fatal is not None:
+            # The consumer cannot go on; `close()` commits what was delivered on the way out.
             log.error("fatal Kafka error, exiting without draining: %s", self.source.fatal)
             return 1
         return self._shutdown()
@@ -123,7 +135,8 @@ class App:
         attempt, say = 0, Throttle(30.0)
         while not self.stopping:
             try:
-                ensure_topic(admin, self.topic, self.settings.kafka_dlq_topic)
+                source_max_bytes = ensure_topic(admin, self.topic, self.settings.kafka_dlq_topic)
+                self.dead_letters.fit(source_max_bytes)
                 return True
             except KafkaUnreachable as exc:
                 if say.allow():
@@ -144,6 +157,7 @@ class App:
         self.stopping = True
 
     def _shutdown(self) -> int:
+        """Drain within SHUTDOWN_TIMEOUT_S: deliver what is buffered, then commit and close."""
         s = self.settings
         self.health.draining = True
         self.drain_deadline = time.monotonic() + s.shutdown_timeout_s
@@ -156,17 +170,46 @@ class App:
             self._collect(wait_s=LOOP_WAIT_S)
             self.dead_letters.poll()
         abandoned = self.in_batches
-        self.delivery.stop.set()  # in-flight retries give up; their records stay uncommitted
-        self.dead_letters.flush(max(self.drain_deadline - time.monotonic(), 1.0))
-        self._collect(wait_s=0)
-        self._commit(wait=True)
-        self.drain_deadline = time.monotonic()  # the revoke inside close() must not wait again
-        self.source.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.delivery.close()
-        self.server.shutdown()
+        self._final_commit(max(self.drain_deadline - time.monotonic(), 1.0))
+        self.close()
         log.info("consumer stopped", extra={"undelivered_left_uncommitted": abandoned})
         return 0
+
+    def _final_commit(self, flush_s: float) -> None:
+        """Give up on unfinished deliveries, store pending dead letters, commit everything finished."""
+        self._finished = True
+        self.delivery.stop.set()  # in-flight retries give up; their records stay uncommitted
+        self.dead_letters.flush(flush_s)
+        self._collect(wait_s=0)
+        self._commit(wait=True)
+
+    def close(self) -> None:
+        """Release everything once. After a failure (nothing drained), first commit what was delivered.
+
+        `with App(...)` calls this however the loop ended, so an exception or a fatal Kafka
+        error still commits finished work, leaves the group, and stops the delivery threads'
+        retries: the process can exit at once and Kubernetes restart it.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.health.draining = True
+        self.drain_deadline = time.monotonic()  # the revoke inside source.close() must not wait
+        if not self._finished:
+            try:
+                self._final_commit(min(ABORT_FLUSH_S, self.settings.shutdown_timeout_s))
+            except Exception as exc:  # best effort: the cause is logged already; what is uncommitted is re-read
+                log.warning("could not commit on the way out: %s: %s", type(exc).__name__, exc)
+        for what, release in (
+            ("Kafka consumer", self.source.close),
+            ("delivery threads", lambda: self.pool.shutdown(wait=False, cancel_futures=True)),
+            ("HTTP client", self.delivery.close),
+            ("metrics server", self.server.shutdown),
+        ):
+            try:
+                release()
+            except Exception as exc:
+                log.warning("closing the %s failed: %s: %s", what, type(exc).__name__, exc)
 
     # ---- one turn of the loop --------------------------------------------------------------------
 
@@ -244,6 +287,8 @@ class App:
                 self._dead_letter(m, track(partition, m.offset()), dead_letter_reason(exc), str(exc))
             else:
                 ticket = track(partition, m.offset())
+                if (headers := m.headers()) is not None:  # rare: kept aside, not in the hot batch items
+                    self.headers_of[ticket] = headers
                 append((encoded, (ticket, m.timestamp()[1], m.key(), value)))
         if entries:
             self.registry_attempt = 0
@@ -289,9 +334,19 @@ class App:
             self.metrics.e2e_latency.observe_many([now_s - timestamp_ms / 1000 for _, timestamp_ms, _, _ in delivered])
             self.metrics.events_delivered.inc(len(delivered))
             self.metrics.last_progress.set(now_s)
+            if self.headers_of:
+                for ticket, _, _, _ in delivered:
+                    self.headers_of.pop(ticket, None)
         for (ticket, _, key, value), status, message in outcome.rejected:
             self.dead_letters.send(
-                ticket, self.topic, key, value, "rejected", message, {"dlq.http.status": str(status)}
+                ticket,
+                self.topic,
+                key,
+                value,
+                "rejected",
+                message,
+                {"dlq.http.status": str(status)},
+                original=self.headers_of.pop(ticket, None),
             )
 
     def _dead_letter(self, m: Message, ticket: Ticket, reason: str, message: str) -> None:
@@ -301,7 +356,7 @@ class App:
             "dead-lettering record",
             extra={"partition": partition, "offset": offset, "reason": reason, "error": message},
         )
-        self.dead_letters.send(ticket, self.topic, m.key(), m.value(), reason, message)
+        self.dead_letters.send(ticket, self.topic, m.key(), m.value(), reason, message, original=m.headers())
 
     def _dead_lettered(self, ticket: Ticket, reason: str) -> None:
         self.tracker.ack(ticket)
@@ -391,6 +446,8 @@ class App:
         self.ready = kept
 
     def _release(self, parts: set[int]) -> None:
+        if self.headers_of:
+            self.headers_of = {t: h for t, h in self.headers_of.items() if t[0] not in parts}
         for p in parts:
             self.tracker.revoke(p)
             self.metrics.forget_partition(self.topic, p)
@@ -414,11 +471,16 @@ def build_decoder(settings: Settings) -> dec.Decoder:
 
 
 def run(settings: Settings, overrides: dict[str, str]) -> int:
-    app = App(settings, overrides)
-    signal.signal(signal.SIGTERM, app.request_stop)
-    signal.signal(signal.SIGINT, app.request_stop)
-    try:
-        return app.run()
-    except StartupError as exc:
-        log.error("start-up failed: %s", exc)
-        return 1
+    """Run the consumer; returns the exit code. An unexpected exception is logged here, once, with its
+    traceback, before `App.close()` commits what was delivered: exit 1, so the pod is restarted."""
+    with App(settings, overrides) as app:
+        signal.signal(signal.SIGTERM, app.request_stop)
+        signal.signal(signal.SIGINT, app.request_stop)
+        try:
+            return app.run()
+        except StartupError as exc:
+            log.error("start-up failed: %s", exc)
+            return 1
+        except Exception:
+            log.exception("consumer crashed; committing what was delivered, then exiting")
+            return 1
