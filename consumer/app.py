@@ -236,6 +236,7 @@ class App:
             self._hold_for_dead_letters()
         self._flow_control()
         if commit_due:
+            self._learn_positions()
             self._commit(wait=False)
         self.health.beat()
 
@@ -403,6 +404,17 @@ class App:
                 len(owned),
                 buffered,
             )
+
+    def _learn_positions(self) -> None:
+        """Tell the tracker where the consumer stands, so a commit can pass offsets that hold no
+        record (transaction markers, aborted transactions). Only here, between consume() calls:
+        every record consume() handed out is tracked by now, except those waiting in the inbox
+        (their partitions are skipped). Inside a rebalance callback consume() may hold records
+        not yet returned, so the revoke and shutdown commits use what was learned here."""
+        waiting = {m.partition() for m in self.inbox}
+        for partition, offset in self.source.positions(self.tracker.owned()).items():
+            if partition not in waiting:
+                self.tracker.learn_position(partition, offset)
 
     def _commit(self, wait: bool, partitions: set[int] | None = None) -> None:
         self.last_commit = time.monotonic()
