@@ -66,7 +66,7 @@ def test_registry_behind_auth_and_private_ca_stalls_then_delivers(
                 stalled = {
                     "delivered": api.count(),
                     "dead_lettered": sum(
-                        v for k, v in m.items() if k.startswith("group_enriched_events_dead_lettered")
+                        v for k, v in m.items() if k.startswith("group_enriched_events_dead_lettered_total")
                     ),
                     "registry_retries": m.get('group_enriched_retries_total{reason="schema_registry"}', 0),
                     "refused": proxy.refused,
@@ -87,7 +87,7 @@ def test_registry_behind_auth_and_private_ca_stalls_then_delivers(
     assert stalled["delivered"] == 0 and stalled["dead_lettered"] == 0 and stalled["tls_failures"] == 0
     assert stalled["registry_retries"] >= 1
     assert {e["user_id"] for e in api.events} == {r["user_id"] for r in records}
-    assert sum(v for k, v in m.items() if k.startswith("group_enriched_events_dead_lettered")) == 0
+    assert sum(v for k, v in m.items() if k.startswith("group_enriched_events_dead_lettered_total")) == 0
     for s in (*SECRETS[auth], right.split(":")[-1], wrong.split(":")[-1]):
         assert s not in logs, "a registry secret reached the log"
 
@@ -103,7 +103,8 @@ def test_registry_behind_auth_and_private_ca_stalls_then_delivers(
 )
 def test_bad_registry_property_exits_2_naming_it(kafka_bootstrap: str, tmp_path: Path, name: str, value: str) -> None:
     with TrackApi() as api:
-        env = consumer_env(kafka_bootstrap, "any-topic", api, SCHEMA_REGISTRY_URL="http://127.0.0.1:9", **{name: value})
+        topic = new_topic(kafka_bootstrap, 1, prefix="srcfg")
+        env = consumer_env(kafka_bootstrap, topic, api, SCHEMA_REGISTRY_URL="http://127.0.0.1:9", **{name: value})
         proc = ConsumerProcess(env, tmp_path / "consumer.log").start()
         try:
             wait_until(lambda: proc.proc is not None and proc.proc.poll() is not None, 30, "exit", proc.logs)
