@@ -135,7 +135,8 @@ class App:
         attempt, say = 0, Throttle(30.0)
         while not self.stopping:
             try:
-                ensure_topic(admin, self.topic, self.settings.kafka_dlq_topic)
+                source_max_bytes = ensure_topic(admin, self.topic, self.settings.kafka_dlq_topic)
+                self.dead_letters.fit(source_max_bytes)
                 return True
             except KafkaUnreachable as exc:
                 if say.allow():
@@ -231,6 +232,7 @@ class App:
             self.dead_letters.poll()
         self._flow_control()
         if commit_due:
+            self._learn_positions()
             self._commit(wait=False)
         self.health.beat()
 
@@ -377,6 +379,17 @@ class App:
                 len(owned),
                 buffered,
             )
+
+    def _learn_positions(self) -> None:
+        """Tell the tracker where the consumer stands, so a commit can pass offsets that hold no
+        record (transaction markers, aborted transactions). Only here, between consume() calls:
+        every record consume() handed out is tracked by now, except those waiting in the inbox
+        (their partitions are skipped). Inside a rebalance callback consume() may hold records
+        not yet returned, so the revoke and shutdown commits use what was learned here."""
+        waiting = {m.partition() for m in self.inbox}
+        for partition, offset in self.source.positions(self.tracker.owned()).items():
+            if partition not in waiting:
+                self.tracker.learn_position(partition, offset)
 
     def _commit(self, wait: bool, partitions: set[int] | None = None) -> None:
         self.last_commit = time.monotonic()

@@ -94,7 +94,7 @@ def rewind(
     else:
         assert to_offset is not None
         changes = plan.to_offset(states, to_offset)
-    verb = "would change" if dry_run else "changes"
+    verb = "would change" if dry_run or members else "changes"
     print(f"group {group} on topic {topic}: this rewind {verb} the committed offsets", file=out)
     print(plan.render_changes(changes), file=out, flush=True)
     if members:
