@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,8 @@ class Settings(BaseSettings):
     track_api_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_TRACK_API_URL)
     track_api_token: SecretStr | None = None
     track_api_token_file: Path | None = None
+    # Which header carries the token: `Authorization: Bearer <token>` or `x-api-key: <token>`.
+    track_api_auth: Literal["bearer", "x-api-key"] = "bearer"
     metrics_port: int = Field(9400, ge=0, le=65535)
     batch_max_events: int = Field(500, ge=1, le=100_000)
     batch_max_bytes: int = Field(1_048_576, ge=1024)

@@ -99,6 +99,11 @@ class RetryGate:
         return not stop.is_set()
 
 
+def auth_header(scheme: str, token: str) -> tuple[str, str]:
+    """The request header that carries the token, for TRACK_API_AUTH (`bearer` or `x-api-key`)."""
+    return ("x-api-key", token) if scheme == "x-api-key" else ("Authorization", f"Bearer {token}")
+
+
 class Delivery:
     def __init__(
         self,
@@ -111,8 +116,10 @@ class Delivery:
         health: Health,
         limiter: ConcurrencyLimit,
         ca_bundle: Path | None = None,
+        auth: str = "bearer",
     ) -> None:
         self.url = url
+        self.auth = auth
         self.limiter = limiter
         self.tokens = tokens
         self.backoff_max_s = backoff_max_s
@@ -186,7 +193,9 @@ class Delivery:
 
     def _post(self, body: bytes, events: int) -> tuple[int | None, str, float | None]:
         """One request: (status or None, short message, Retry-After seconds or None)."""
-        headers = {"Authorization": f"Bearer {self.tokens.get()}"}
+        token = self.tokens.get()
+        name, value = auth_header(self.auth, token)
+        headers = {name: value}
         self.metrics.batch_events.observe(events)
         started = time.perf_counter()
         try:
@@ -196,8 +205,7 @@ class Delivery:
             self.metrics.http_duration.observe(elapsed)
             self.metrics.http_requests.labels("error").inc()
             self.limiter.on_response(elapsed, congested=True, now=time.monotonic())
-            message = f"{type(exc).__name__}: {exc}".replace(headers["Authorization"], "Bearer <redacted>")
-            message = message.replace(self.tokens.get(), "<redacted>")  # httpx quotes bad header values whole
+            message = f"{type(exc).__name__}: {exc}".replace(token, "<redacted>")  # httpx quotes bad headers whole
             self._log_failure(type(exc).__name__, message)
             return None, message, None
         elapsed = time.perf_counter() - started
