@@ -243,8 +243,9 @@ def test_refused_dead_letter_pauses_its_partition_and_alerts(kafka_bootstrap: st
                 "partition 1 delivered and committed",
                 proc.logs,
             )
-            # A few attempts at least, so a retry loop shows in the log and the metric.
-            wait_until(lambda: attempts(proc) >= 3, 60, "three attempts", proc.logs)
+            # Several rounds of attempts (each refused whole, without value, without key), so a retry
+            # loop shows in the log and the metric.
+            wait_until(lambda: attempts(proc) >= 12, 60, "a dozen refusals", proc.logs)
             window_s = time.monotonic() - refused_at
             lines = log_lines(proc, FAILED)
             ready_while_stuck = proc.get("/readyz")[0]
