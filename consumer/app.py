@@ -489,7 +489,9 @@ class App:
 def build_decoder(settings: Settings) -> dec.Decoder:
     reader = dec.load_schema()
     if settings.schema_registry_url is not None:
-        return dec.ConfluentDecoder(reader, dec.registry_fetcher(str(settings.schema_registry_url)))
+        from consumer.registry import RegistryClient  # builds the client now: a bad property stops start-up
+
+        return dec.ConfluentDecoder(reader, dec.registry_fetcher(client=RegistryClient(settings).current))
     writer = None
     if settings.avro_writer_schema_file is not None:
         try:

@@ -123,17 +123,25 @@ class ConfluentDecoder:
         return resolver.read(value, 5)
 
 
-def registry_fetcher(url: str, client_config: dict[str, Any] | None = None) -> SchemaFetcher:
-    """Fetch writer schemas with confluent-kafka's Schema Registry client (it caches and retries)."""
+def registry_fetcher(
+    url: str | None = None, client_config: dict[str, Any] | None = None, *, client: Callable[[], Any] | None = None
+) -> SchemaFetcher:
+    """Fetch writer schemas with confluent-kafka's Schema Registry client (it caches).
+
+    `client` returns the client to use (consumer/registry.py rebuilds it when a secret file
+    changes); without it, one is made from `url` and `client_config`.
+    """
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    # No retries inside the client: each would block the main loop; the app retries with backoff.
-    client = SchemaRegistryClient({"url": url, "max.retries": 0, **(client_config or {})})
+    if client is None:
+        # No retries inside the client: each would block the main loop; the app retries with backoff.
+        fixed = SchemaRegistryClient({"url": url, "max.retries": 0, **(client_config or {})})
+        client = lambda: fixed  # noqa: E731
 
     def fetch(schema_id: int) -> dict[str, Any]:
         try:
-            schema = client.get_schema(schema_id)
+            schema = client().get_schema(schema_id)
         except SchemaRegistryError as exc:
             # 40403 is the registry's own "schema not found"; a bare 404 is more likely a wrong
             # SCHEMA_REGISTRY_URL, which must stall (and alert) rather than dead-letter everything.
