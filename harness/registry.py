@@ -21,6 +21,7 @@ class SchemaRegistry:
         self.references: dict[int, list[dict[str, Any]]] = {}  # id → [{name, subject, version}]
         self.versions: dict[tuple[str, int], int] = {}  # (subject, version) → id
         self.available = True
+        self.unavailable_prefix: str | None = None  # only paths starting with it answer 503
         self.requests = 0
         self.paths: list[str] = []  # every GET, in order
         registry = self
@@ -31,7 +32,8 @@ class SchemaRegistry:
                 path = self.path.split("?")[0]
                 registry.paths.append(path)
                 parts = [urllib.parse.unquote(p) for p in path.strip("/").split("/")]
-                if not registry.available:
+                prefix = registry.unavailable_prefix
+                if not registry.available or (prefix is not None and path.startswith(prefix)):
                     self._reply(503, {"error_code": 50302, "message": "unavailable"})
                 elif len(parts) == 3 and parts[:2] == ["schemas", "ids"] and parts[2].isdigit():
                     schema_id = int(parts[2])
