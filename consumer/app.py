@@ -93,7 +93,10 @@ class App:
         self.pool = ThreadPoolExecutor(settings.max_inflight_requests, thread_name_prefix="delivery")
         self.source = Source(settings, overrides, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
         shared = common_config(settings, overrides)
-        self.dead_letters = DeadLetters(shared, settings.kafka_dlq_topic, self._dead_lettered)
+        self.dead_letters = DeadLetters(
+            shared, settings.kafka_dlq_topic, self._dead_lettered, self.metrics, settings.retry_backoff_max_s
+        )
+        self.held: set[int] = set()  # partitions paused because a dead letter of theirs is refused
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -230,6 +233,7 @@ class App:
         commit_due = now - self.last_commit >= self.settings.commit_interval_ms / 1000
         if self.dead_letters.pending or commit_due:  # polling gives up the GIL: only when useful
             self.dead_letters.poll()
+            self._hold_for_dead_letters()
         self._flow_control()
         if commit_due:
             self._learn_positions()
@@ -362,8 +366,28 @@ class App:
         self.tracker.ack(ticket)
         self.metrics.dead_lettered.labels(reason).inc()
 
+    def _hold_for_dead_letters(self) -> None:
+        """Pause a partition while a dead letter of its is refused; resume it once the letter is stored.
+
+        Records after a stuck one could be delivered but never committed, and a restart would
+        send them all again: pausing bounds that to what was already fetched.
+        """
+        stuck = self.dead_letters.stuck_partitions() & set(self.tracker.owned())
+        if stuck != self.held:
+            self.source.set_paused(sorted(stuck - self.held), True)
+            if not self.budget.paused:  # else flow control resumes them with the rest
+                self.source.set_paused(sorted(self.held - stuck), False)
+            log.info(
+                "dead letters: partitions held",
+                extra={"held": sorted(stuck), "added": sorted(stuck - self.held), "freed": sorted(self.held - stuck)},
+            )
+            self.held = stuck
+        self.health.dead_letters_stuck = self.dead_letters.stuck > 0
+        self.metrics.dead_letters_stuck.set(self.dead_letters.stuck)
+
     def _buffered(self) -> int:
-        return len(self.inbox) + len(self.batcher) + self.in_batches
+        # Pending dead letters count too: the producer's queue is memory like any other buffer.
+        return len(self.inbox) + len(self.batcher) + self.in_batches + self.dead_letters.pending
 
     def _flow_control(self) -> None:
         buffered = self._buffered()
@@ -371,7 +395,8 @@ class App:
         decision = self.budget.update(buffered)
         if decision is not None:
             owned = self.tracker.owned()
-            self.source.set_paused(owned, decision)
+            # A partition held for a refused dead letter stays paused when flow control resumes.
+            self.source.set_paused(owned if decision else [p for p in owned if p not in self.held], decision)
             self.metrics.paused.set(len(owned) if decision else 0)
             log.info(
                 "flow control: %s %d partitions at %d buffered events",
@@ -446,6 +471,11 @@ class App:
         self.ready = kept
 
     def _release(self, parts: set[int]) -> None:
+        self.dead_letters.forget(parts)  # the next owner dead-letters those records again
+        if held := parts & self.held:
+            # librdkafka keeps a pause across revoke and re-assign: a partition must come back unheld.
+            self.source.set_paused(sorted(held), False)
+            self.held -= held
         if self.headers_of:
             self.headers_of = {t: h for t, h in self.headers_of.items() if t[0] not in parts}
         for p in parts:
@@ -461,7 +491,9 @@ class App:
 def build_decoder(settings: Settings) -> dec.Decoder:
     reader = dec.load_schema()
     if settings.schema_registry_url is not None:
-        return dec.ConfluentDecoder(reader, dec.registry_fetcher(str(settings.schema_registry_url)))
+        from consumer.registry import RegistryClient  # builds the client now: a bad property stops start-up
+
+        return dec.ConfluentDecoder(reader, dec.registry_fetcher(client=RegistryClient(settings).current))
     writer = None
     if settings.avro_writer_schema_file is not None:
         try:

@@ -117,11 +117,17 @@ def exited(proc: ConsumerProcess) -> str:
     return f"consumer exited with {code}:\n{proc.logs()[-3000:]}"
 
 
+def stuck(proc: ConsumerProcess) -> float:
+    """The stuck gauge; 0 when absent or when the process is gone."""
+    status, _ = proc.get("/metrics")
+    return proc.metrics().get(STUCK, 0) if status == 200 else 0
+
+
 def refusing(proc: ConsumerProcess) -> bool:
     """The consumer has seen its dead letter refused (the stuck gauge, or a few failure lines)."""
     if not alive(proc):
         return True
-    return proc.metrics().get(STUCK, 0) >= 1 or len(log_lines(proc, FAILED)) >= 3
+    return stuck(proc) >= 1 or len(log_lines(proc, FAILED)) >= 3
 
 
 def attempts(proc: ConsumerProcess) -> float:
@@ -243,8 +249,9 @@ def test_refused_dead_letter_pauses_its_partition_and_alerts(kafka_bootstrap: st
                 "partition 1 delivered and committed",
                 proc.logs,
             )
-            # A few attempts at least, so a retry loop shows in the log and the metric.
-            wait_until(lambda: attempts(proc) >= 3, 60, "three attempts", proc.logs)
+            # Several rounds of attempts (each refused whole, without value, without key), so a retry
+            # loop shows in the log and the metric.
+            wait_until(lambda: attempts(proc) >= 12, 60, "a dozen refusals", proc.logs)
             window_s = time.monotonic() - refused_at
             lines = log_lines(proc, FAILED)
             ready_while_stuck = proc.get("/readyz")[0]
@@ -329,3 +336,76 @@ def test_shutdown_gives_up_on_a_refused_dead_letter(kafka_bootstrap: str, tmp_pa
     assert committed == {0: poison_offset}
     assert lines_during_stop <= 1
     assert stop_s < 20, "shutdown spent its drain budget on a refused dead letter"
+
+
+def test_deleted_dead_letter_topic_holds_its_partition_until_recreated(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The dead-letter topic is deleted mid-run, then a poison record arrives on partition 0.
+
+    Expected: once librdkafka gives up (message.timeout.ms), the dead letter is stuck: metric,
+    /readyz 503, partition 0 held, partition 1 flowing. Recreated, the topic takes the dead letter
+    at the next attempt and every offset reaches the end.
+    """
+    topic = f"deleted-{uuid.uuid4().hex[:8]}"
+    create_topic(kafka_bootstrap, topic, 2)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    with TrackApi() as api:
+        env = consumer_env(kafka_bootstrap, topic, api, RETRY_BACKOFF_MAX_S="2")
+        group = env["KAFKA_GROUP_ID"]
+        with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
+            proc.wait_ready()  # the consumer created the dead-letter topic
+            assert kafkautil.topic_exists(kafka_bootstrap, topic + ".dlq")
+            admin.delete_topics([topic + ".dlq"])[topic + ".dlq"].result(timeout=30)
+            wait_until(lambda: not kafkautil.topic_exists(kafka_bootstrap, topic + ".dlq"), 30, "the DLQ deleted")
+            deleted_at = time.monotonic()
+            (poison_at,) = produce(kafka_bootstrap, topic, [(b"poison", b"\xff\x00 not avro", 0)])
+            wait_until(
+                lambda: not alive(proc) or stuck(proc) >= 1 or log_lines(proc, FAILED),
+                120,
+                "the dead letter refused",
+                proc.logs,
+            )
+            assert alive(proc), exited(proc)
+            refused_s = time.monotonic() - deleted_at
+            after1 = good_rows("del1", 200, 1)
+            produce(kafka_bootstrap, topic, after1)
+            wait_until(lambda: user_ids(after1, "del1") <= delivered(api).keys(), 60, "partition 1 flowing", proc.logs)
+            readyz = proc.get("/readyz")[0]
+            m = proc.metrics()
+            failures = {k: v for k, v in m.items() if k.startswith(FAILURES) and v}
+            after0 = good_rows("del0", 200, 0)
+            produce(kafka_bootstrap, topic, after0)
+            ends = kafkautil.end_offsets(kafka_bootstrap, topic, 2)
+            wait_until(
+                lambda: kafkautil.committed_offsets(kafka_bootstrap, group, topic, 2)[1] == ends[1],
+                60,
+                "partition 1 committed",
+                proc.logs,
+            )
+            delivered0 = len(user_ids(after0, "del0") & delivered(api).keys())
+            report(
+                "deleted_topic_stuck",
+                seconds_to_refusal=round(refused_s, 1),
+                readyz=readyz,
+                failures=failures,
+                stuck=m.get(STUCK),
+                delivered_p0_after_refusal=delivered0,
+                failure_log_lines=len(log_lines(proc, FAILED)),
+            )
+            assert readyz == 503
+            assert m[STUCK] == 1 and sum(failures.values()) >= 1
+            assert delivered0 == 0
+            recreated_at = time.monotonic()
+            create_topic(kafka_bootstrap, topic + ".dlq", 2)
+            wait_until(
+                lambda: kafkautil.committed_offsets(kafka_bootstrap, group, topic, 2) == ends,
+                60,
+                "every offset committed after the topic came back",
+                proc.logs,
+            )
+            recovered_s = time.monotonic() - recreated_at
+            wait_until(lambda: proc.get("/readyz")[0] == 200, 30, "ready again", proc.logs)
+            assert proc.stop() == 0
+    letters = kafkautil.read_all(kafka_bootstrap, topic + ".dlq", 2, timeout_s=5)
+    report("deleted_topic_recovered", seconds_to_commit=round(recovered_s, 1), dead_letters=len(letters))
+    assert [(d.key, d.headers["dlq.source.offset"]) for d in letters] == [(b"poison", str(poison_at[1]))]
+    assert user_ids(after0, "del0") | user_ids(after1, "del1") <= delivered(api).keys()

@@ -146,3 +146,15 @@ def test_since_must_precede_until(monkeypatch: pytest.MonkeyPatch, capsys: pytes
     monkeypatch.setenv("TRACK_API_TOKEN", "t")
     assert cli.main(["dlq", "list", "--since", "1h", "--until", "2h"]) == 2
     assert "--until must be after --since" in capsys.readouterr().err
+
+
+def test_inspect_hints_at_the_other_wire_format() -> None:
+    from consumer.config import load
+    from consumer.ops.inspect import framing_hint
+
+    raw, _ = load({"KAFKA_BOOTSTRAP_SERVERS": "b:9092", "TRACK_API_TOKEN": "t"})
+    framed, _ = load({"KAFKA_BOOTSTRAP_SERVERS": "b:9092", "TRACK_API_TOKEN": "t", "SCHEMA_REGISTRY_URL": "http://r"})
+    assert "schema id 7" in (framing_hint(b"\x00\x00\x00\x00\x07abc", raw) or "")
+    assert framing_hint(b"\x02abc", raw) is None
+    assert "no Confluent framing" in (framing_hint(b"\x02abc", framed) or "")
+    assert framing_hint(b"\x00\x00\x00\x00\x07abc", framed) is None

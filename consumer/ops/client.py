@@ -35,7 +35,8 @@ def reader(settings: Settings, overrides: dict[str, str], group: str | None = No
 
 
 def admin(settings: Settings, overrides: dict[str, str]) -> AdminClient:
-    return kafka_client(AdminClient, common_config(settings, overrides))
+    # Notice and above: an admin client being destroyed says "Purging ... background queue" at info.
+    return kafka_client(AdminClient, {**common_config(settings, overrides), "log_level": 5})
 
 
 def partitions(client: Consumer | AdminClient, topic: str) -> list[int]:

@@ -1,11 +1,15 @@
 """`dlq stats`, `dlq list` and `dlq redrive` on KAFKA_DLQ_TOPIC (I/O edge).
 
-Redrive is exactly once across crashes and re-runs: one transactional producer publishes the
-selected records and commits the selection's own consumer-group offsets on the dead-letter
-topic in the same transaction (`send_offsets_to_transaction`). A run killed halfway leaves
-its open transaction to be aborted by the next run (same `transactional.id`, derived from the
-selection), which resumes from the last committed offsets. Consumers read the source topic
-`read_committed` (the consumer's default), so aborted records are never delivered.
+Redrive is exactly once across crashes, re-runs and different selections. In one Kafka
+transaction it publishes the selected records, writes one ledger entry per dead letter it
+redrove (`<dlq topic>.redriven`, compacted), and commits the selection's own consumer-group
+offsets on the dead-letter topic (`send_offsets_to_transaction`). Every redrive uses the same
+`transactional.id`, so starting one fences any other still running and aborts the open
+transaction of one that was killed; only then does it read the ledger, which is therefore
+complete. A re-run of the same selection resumes from its committed offsets; another selection
+starts from the beginning (it must find what the first one's filter left out) and skips what
+the ledger says was redriven already. The consumer reads the source topic `read_committed`
+(its default), so the records of an aborted transaction are never delivered.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 import orjson
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import NewTopic
 
 from consumer.config import Settings
 from consumer.ops import client
@@ -88,6 +93,7 @@ class Tally:
     selected: int = 0
     redriven: Counter[str] = field(default_factory=Counter)  # by dead-letter reason
     skipped: Counter[str] = field(default_factory=Counter)  # by why (max_attempts, value_omitted, no_value)
+    already: int = 0  # selected, but the ledger says an earlier redrive published them
     transactions: int = 0
 
     def line(self, total: int) -> str:
@@ -100,8 +106,8 @@ class Tally:
 class Progress:
     """A bar redrawn in place on a terminal; one line per committed transaction otherwise."""
 
-    def __init__(self, stream: TextIO, total: int) -> None:
-        self.stream, self.total = stream, total
+    def __init__(self, stream: TextIO, total: int, dry_run: bool = False) -> None:
+        self.stream, self.total, self.dry_run = stream, total, dry_run
         self.tty = stream.isatty()
         self._drawn = 0.0
 
@@ -114,12 +120,22 @@ class Progress:
                 bar = "#" * int(done * 30)
                 print(f"\r[{bar:<30}] {tally.line(self.total)}", end="", file=self.stream, flush=True)
         elif committed:
-            line = f"progress: transaction {tally.transactions} committed: {tally.line(self.total)}"
+            done = "checked" if self.dry_run else "committed"
+            line = f"progress: transaction {tally.transactions} {done}: {tally.line(self.total)}"
             print(line, file=self.stream, flush=True)
 
     def done(self) -> None:
         if self.tty:
             print(file=self.stream, flush=True)
+
+
+def ledger_topic(dlq: str) -> str:
+    return f"{dlq}.redriven"
+
+
+def ledger_key(d: DeadLetter) -> bytes:
+    """Names one dead letter for good: its coordinates and timestamp (a re-created topic reuses offsets)."""
+    return f"{d.partition}/{d.offset}/{d.timestamp_ms}".encode()
 
 
 def redrive(settings: Settings, overrides: dict[str, str], options: RedriveOptions, out: TextIO) -> int:
@@ -129,6 +145,11 @@ def redrive(settings: Settings, overrides: dict[str, str], options: RedriveOptio
     producer: Producer | None = None
     try:
         parts = client.partitions(consumer, dlq)
+        if not options.dry_run:
+            _ensure_ledger(settings, overrides, ledger_topic(dlq))
+            # Fences any other redrive and aborts a killed one's open transaction: do it before reading.
+            producer = _producer(settings, overrides, f"{settings.kafka_group_id}.redrive")
+        done = _ledger(settings, overrides, ledger_topic(dlq))
         committed = consumer.committed([TopicPartition(dlq, p) for p in parts], timeout=client.TIMEOUT_S)
         start = {tp.partition: tp.offset for tp in committed}
         marks = client.watermarks(consumer, dlq, parts)
@@ -141,13 +162,36 @@ def redrive(settings: Settings, overrides: dict[str, str], options: RedriveOptio
             file=out,
             flush=True,
         )
-        if not options.dry_run:
-            producer = _producer(settings, overrides, group)
-        tally = _run(consumer, producer, dlq, start, options, settings, total, out)
+        tally = _run(consumer, producer, dlq, start, done, options, settings, total, out)
     finally:
         consumer.close()
     print(_summary(tally, options, group), file=out, flush=True)
     return 0
+
+
+def _ensure_ledger(settings: Settings, overrides: dict[str, str], topic: str) -> None:
+    admin = client.admin(settings, overrides)
+    md = admin.list_topics(timeout=client.TIMEOUT_S)
+    if topic in md.topics and md.topics[topic].error is None:
+        return
+    future = admin.create_topics([NewTopic(topic, num_partitions=1, config={"cleanup.policy": "compact"})])[topic]
+    try:
+        future.result(timeout=30)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise client.ToolError(f"cannot create the redrive ledger topic {topic}: {exc.args[0].str()}") from None
+
+
+def _ledger(settings: Settings, overrides: dict[str, str], topic: str) -> set[bytes]:
+    """Every dead letter an earlier redrive published (committed transactions only)."""
+    reader = client.reader(settings, overrides)
+    try:
+        md = reader.list_topics(topic, timeout=client.TIMEOUT_S).topics.get(topic)
+        if md is None or md.error is not None:
+            return set()  # no redrive yet (a dry run does not create it)
+        return {m.key() for m in client.read(reader, topic, dict.fromkeys(md.partitions, -1)) if m.key()}
+    finally:
+        reader.close()
 
 
 def _producer(settings: Settings, overrides: dict[str, str], transactional_id: str) -> Producer:
@@ -174,13 +218,14 @@ def _run(
     producer: Producer | None,
     dlq: str,
     start: dict[int, int],
+    done: set[bytes],
     options: RedriveOptions,
     settings: Settings,
     total: int,
     out: TextIO,
 ) -> Tally:
     tally = Tally()
-    progress = Progress(sys.stderr, total)
+    progress = Progress(sys.stderr, total, producer is None)
     positions: dict[int, int] = {}  # dead-letter partition → next offset, for this transaction
     in_txn = 0
     partitions_of: dict[str, set[int]] = {}
@@ -211,7 +256,9 @@ def _run(
         if options.selection.matches(d):
             tally.selected += 1
             why = skip_reason(d, options.max_attempts)
-            if why is not None:
+            if ledger_key(d) in done:
+                tally.already += 1  # an earlier redrive (maybe with another filter) published it
+            elif why is not None:
                 tally.skipped[why] += 1
                 print(
                     f"skipped {d.coordinates} (source {d.source}, {d.reason}, attempts {d.attempts}): {why}",
@@ -227,6 +274,8 @@ def _run(
                 else:
                     target = options.to_topic or d.source_topic or settings.kafka_topic
                     _publish(producer, consumer, target, d, options.to_topic is None, partitions_of, delivered)
+                    entry = orjson.dumps({"to": target, "at": int(time.time() * 1000), "source": d.source})
+                    _produce(producer, topic=ledger_topic(dlq), key=ledger_key(d), value=entry, on_delivery=delivered)
         progress.update(tally, committed=False)
         if in_txn >= options.transaction_size:
             commit()
@@ -253,18 +302,23 @@ def _publish(
             partitions_of[topic] = set(client.partitions(consumer, topic))
         if d.source_partition in partitions_of[topic]:
             kwargs["partition"] = d.source_partition
+    _produce(
+        producer,
+        topic=topic,
+        value=d.value,
+        key=d.key,
+        headers=republished(d.headers, d.coordinates),
+        on_delivery=on_delivery,
+        **kwargs,
+    )
+
+
+def _produce(producer: Producer, **kwargs: object) -> None:
     while True:
         try:
-            producer.produce(
-                topic,
-                value=d.value,
-                key=d.key,
-                headers=republished(d.headers, d.coordinates),
-                on_delivery=on_delivery,
-                **kwargs,
-            )
+            producer.produce(**kwargs)
             return
-        except BufferError:
+        except BufferError:  # the local queue is full: let deliveries drain
             producer.poll(0.1)
 
 
@@ -311,6 +365,7 @@ def _summary(tally: Tally, options: RedriveOptions, group: str) -> str:
         ("selected", tally.selected, ""),
         (verb, redriven, _by(tally.redriven)),
         ("skipped", skipped, _by(tally.skipped)),
+        ("already redriven", tally.already, ""),
     ]
     if not options.dry_run:
         rows.append(("transactions", tally.transactions, ""))

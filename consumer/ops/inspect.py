@@ -39,9 +39,24 @@ def evaluate(
         event = encode_event(decoder, value, max_event_bytes(settings), idempotency_key)
     except Unconvertible as exc:
         out.update(outcome="dead_letter", reason=dead_letter_reason(exc), message=str(exc)[:1000])
+        if (hint := framing_hint(value, settings)) is not None:
+            out["hint"] = hint
     else:
         out.update(outcome="event", event=orjson.Fragment(event))
     return out
+
+
+def framing_hint(value: bytes, settings: Settings) -> str | None:
+    """Why an undecodable value may be in the other wire format than the settings expect."""
+    if settings.schema_registry_url is None and len(value) > 5 and value[0] == 0:
+        schema_id = int.from_bytes(value[1:5], "big")
+        return (
+            f"the value starts like Confluent framing (magic byte 0, schema id {schema_id}) but SCHEMA_REGISTRY_URL "
+            "is unset, so it was read as raw Avro"
+        )
+    if settings.schema_registry_url is not None and value[:1] != b"\x00":
+        return "the value has no Confluent framing (magic byte 0) although SCHEMA_REGISTRY_URL is set: raw Avro?"
+    return None
 
 
 def _text(b: bytes | None) -> str | None:
@@ -74,6 +89,8 @@ def render(record: dict[str, Any], as_json: bool) -> str:
         lines.append("  event: " + orjson.dumps(record["event"]).decode())  # a Fragment: the exact bytes
     elif record["outcome"] == "dead_letter":
         lines.append(f"  dead letter: {record['reason']}: {record['message']}")
+        if "hint" in record:
+            lines.append(f"  hint: {record['hint']}")
     else:
         lines.append(f"  skipped: {record['reason']}")
     return "\n".join(lines)

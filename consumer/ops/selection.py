@@ -194,13 +194,14 @@ class Stats:
     def render(self, topic: str) -> str:
         if not self.total:
             return f"dead-letter topic {topic}: empty"
+        w = max(16, *(len(p) for p in self.by_source_partition))
         lines = [f"dead-letter topic {topic}: {self.total} dead letters"]
         lines.append("by reason")
-        lines += [f"  {r:<16} {n:>8}" for r, n in self.by_reason.most_common()]
+        lines += [f"  {r:<{w}} {n:>8}" for r, n in self.by_reason.most_common()]
         lines.append("by source partition")
-        lines += [f"  {p:<16} {n:>8}" for p, n in sorted(self.by_source_partition.items(), key=_partition_order)]
+        lines += [f"  {p:<{w}} {n:>8}" for p, n in sorted(self.by_source_partition.items(), key=_partition_order)]
         lines.append("by attempts")
-        lines += [f"  {a:<16} {n:>8}" for a, n in sorted(self.by_attempts.items())]
+        lines += [f"  {a:<{w}} {n:>8}" for a, n in sorted(self.by_attempts.items())]
         if self.value_omitted:
             lines.append(f"value omitted (too large to redrive): {self.value_omitted}")
         assert self.oldest is not None and self.newest is not None
