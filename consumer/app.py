@@ -483,7 +483,9 @@ class App:
             self.metrics.forget_partition(self.topic, p)
 
     def _on_stats(self, stats_json: str) -> None:
-        self.metrics.update_lag(stats_json, self.topic)
+        # Called inside consume()/poll() on this thread, so the tracker's owned set is current.
+        read_committed = self.overrides.get("isolation.level", "read_committed") != "read_uncommitted"
+        self.metrics.update_lag(stats_json, self.topic, set(self.tracker.owned()), read_committed)
 
 
 def build_decoder(settings: Settings) -> dec.Decoder:
