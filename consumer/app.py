@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 CONSUME_MAX = 1000  # records per consume() call
 LOOP_WAIT_S = 0.05  # longest a loop iteration blocks; bounds how late an outcome is noticed
+ABORT_FLUSH_S = 5.0  # after a failure, how long pending dead letters may take before the exit
 
 
 class App:
@@ -60,6 +61,7 @@ class App:
         self.inbox: list[Message] = []  # consumed, waiting for the Schema Registry
         self.ready: deque[Batch] = deque()  # closed batches waiting for a delivery slot
         self.inflight: dict[Future[Outcome], Batch] = {}
+        self.headers_of: dict[Ticket, list] = {}  # batched records that carry headers, for their dead letter
         self.outcomes: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
         self.in_batches = 0  # events in `ready` and `inflight`
         self.registry_retry_at = 0.0
@@ -68,6 +70,8 @@ class App:
         self.drain_deadline = 0.0  # while draining, how long a revoke may wait for in-flight batches
         self.last_commit = 0.0
         self.assigned_at: float | None = None  # set by an assignment until its first records arrive
+        self._finished = False  # the final commit ran
+        self._closed = False
         try:
             self.server = serve(settings.metrics_port, self.metrics, self.health)
         except OSError as exc:
@@ -84,14 +88,24 @@ class App:
             self.health,
             self.limiter,
             settings.track_api_ca_bundle,
+            settings.track_api_auth,
             breaker_refused_events=settings.breaker_refused_events,
         )
         self.pool = ThreadPoolExecutor(settings.max_inflight_requests, thread_name_prefix="delivery")
         self.source = Source(settings, overrides, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
         shared = common_config(settings, overrides)
-        self.dead_letters = DeadLetters(shared, settings.kafka_dlq_topic, self._dead_lettered)
+        self.dead_letters = DeadLetters(
+            shared, settings.kafka_dlq_topic, self._dead_lettered, self.metrics, settings.retry_backoff_max_s
+        )
+        self.held: set[int] = set()  # partitions paused because a dead letter of theirs is refused
 
     # ---- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> App:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     def run(self) -> int:
         """Consume until asked to stop, then drain and commit; returns the exit code."""
@@ -110,6 +124,7 @@ class App:
         while not self.stopping and self.source.fatal is None:
             self._step()
         if self.source.fatal is not None:
+            # The consumer cannot go on; `close()` commits what was delivered on the way out.
             log.error("fatal Kafka error, exiting without draining: %s", self.source.fatal)
             return 1
         return self._shutdown()
@@ -124,7 +139,8 @@ class App:
         attempt, say = 0, Throttle(30.0)
         while not self.stopping:
             try:
-                ensure_topic(admin, self.topic, self.settings.kafka_dlq_topic)
+                source_max_bytes = ensure_topic(admin, self.topic, self.settings.kafka_dlq_topic)
+                self.dead_letters.fit(source_max_bytes)
                 return True
             except KafkaUnreachable as exc:
                 if say.allow():
@@ -145,6 +161,7 @@ class App:
         self.stopping = True
 
     def _shutdown(self) -> int:
+        """Drain within SHUTDOWN_TIMEOUT_S: deliver what is buffered, then commit and close."""
         s = self.settings
         self.health.draining = True
         self.drain_deadline = time.monotonic() + s.shutdown_timeout_s
@@ -157,17 +174,46 @@ class App:
             self._collect(wait_s=LOOP_WAIT_S)
             self.dead_letters.poll()
         abandoned = self.in_batches
-        self.delivery.stop.set()  # in-flight retries give up; their records stay uncommitted
-        self.dead_letters.flush(max(self.drain_deadline - time.monotonic(), 1.0))
-        self._collect(wait_s=0)
-        self._commit(wait=True)
-        self.drain_deadline = time.monotonic()  # the revoke inside close() must not wait again
-        self.source.close()
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.delivery.close()
-        self.server.shutdown()
+        self._final_commit(max(self.drain_deadline - time.monotonic(), 1.0))
+        self.close()
         log.info("consumer stopped", extra={"undelivered_left_uncommitted": abandoned})
         return 0
+
+    def _final_commit(self, flush_s: float) -> None:
+        """Give up on unfinished deliveries, store pending dead letters, commit everything finished."""
+        self._finished = True
+        self.delivery.stop.set()  # in-flight retries give up; their records stay uncommitted
+        self.dead_letters.flush(flush_s)
+        self._collect(wait_s=0)
+        self._commit(wait=True)
+
+    def close(self) -> None:
+        """Release everything once. After a failure (nothing drained), first commit what was delivered.
+
+        `with App(...)` calls this however the loop ended, so an exception or a fatal Kafka
+        error still commits finished work, leaves the group, and stops the delivery threads'
+        retries: the process can exit at once and Kubernetes restart it.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.health.draining = True
+        self.drain_deadline = time.monotonic()  # the revoke inside source.close() must not wait
+        if not self._finished:
+            try:
+                self._final_commit(min(ABORT_FLUSH_S, self.settings.shutdown_timeout_s))
+            except Exception as exc:  # best effort: the cause is logged already; what is uncommitted is re-read
+                log.warning("could not commit on the way out: %s: %s", type(exc).__name__, exc)
+        for what, release in (
+            ("Kafka consumer", self.source.close),
+            ("delivery threads", lambda: self.pool.shutdown(wait=False, cancel_futures=True)),
+            ("HTTP client", self.delivery.close),
+            ("metrics server", self.server.shutdown),
+        ):
+            try:
+                release()
+            except Exception as exc:
+                log.warning("closing the %s failed: %s: %s", what, type(exc).__name__, exc)
 
     # ---- one turn of the loop --------------------------------------------------------------------
 
@@ -188,8 +234,10 @@ class App:
         commit_due = now - self.last_commit >= self.settings.commit_interval_ms / 1000
         if self.dead_letters.pending or commit_due:  # polling gives up the GIL: only when useful
             self.dead_letters.poll()
+            self._hold_for_dead_letters()
         self._flow_control()
         if commit_due:
+            self._learn_positions()
             self._commit(wait=False)
         self.health.beat()
 
@@ -244,6 +292,8 @@ class App:
                 self._dead_letter(m, track(partition, m.offset()), dead_letter_reason(exc), str(exc))
             else:
                 ticket = track(partition, m.offset())
+                if (headers := m.headers()) is not None:  # rare: kept aside, not in the hot batch items
+                    self.headers_of[ticket] = headers
                 append((encoded, (ticket, m.timestamp()[1], m.key(), value)))
         if entries:
             self.registry_attempt = 0
@@ -289,9 +339,19 @@ class App:
             self.metrics.e2e_latency.observe_many([now_s - timestamp_ms / 1000 for _, timestamp_ms, _, _ in delivered])
             self.metrics.events_delivered.inc(len(delivered))
             self.metrics.last_progress.set(now_s)
+            if self.headers_of:
+                for ticket, _, _, _ in delivered:
+                    self.headers_of.pop(ticket, None)
         for (ticket, _, key, value), status, message in outcome.rejected:
             self.dead_letters.send(
-                ticket, self.topic, key, value, "rejected", message, {"dlq.http.status": str(status)}
+                ticket,
+                self.topic,
+                key,
+                value,
+                "rejected",
+                message,
+                {"dlq.http.status": str(status)},
+                original=self.headers_of.pop(ticket, None),
             )
 
     def _dead_letter(self, m: Message, ticket: Ticket, reason: str, message: str) -> None:
@@ -301,14 +361,34 @@ class App:
             "dead-lettering record",
             extra={"partition": partition, "offset": offset, "reason": reason, "error": message},
         )
-        self.dead_letters.send(ticket, self.topic, m.key(), m.value(), reason, message)
+        self.dead_letters.send(ticket, self.topic, m.key(), m.value(), reason, message, original=m.headers())
 
     def _dead_lettered(self, ticket: Ticket, reason: str) -> None:
         self.tracker.ack(ticket)
         self.metrics.dead_lettered.labels(reason).inc()
 
+    def _hold_for_dead_letters(self) -> None:
+        """Pause a partition while a dead letter of its is refused; resume it once the letter is stored.
+
+        Records after a stuck one could be delivered but never committed, and a restart would
+        send them all again: pausing bounds that to what was already fetched.
+        """
+        stuck = self.dead_letters.stuck_partitions() & set(self.tracker.owned())
+        if stuck != self.held:
+            self.source.set_paused(sorted(stuck - self.held), True)
+            if not self.budget.paused:  # else flow control resumes them with the rest
+                self.source.set_paused(sorted(self.held - stuck), False)
+            log.info(
+                "dead letters: partitions held",
+                extra={"held": sorted(stuck), "added": sorted(stuck - self.held), "freed": sorted(self.held - stuck)},
+            )
+            self.held = stuck
+        self.health.dead_letters_stuck = self.dead_letters.stuck > 0
+        self.metrics.dead_letters_stuck.set(self.dead_letters.stuck)
+
     def _buffered(self) -> int:
-        return len(self.inbox) + len(self.batcher) + self.in_batches
+        # Pending dead letters count too: the producer's queue is memory like any other buffer.
+        return len(self.inbox) + len(self.batcher) + self.in_batches + self.dead_letters.pending
 
     def _flow_control(self) -> None:
         buffered = self._buffered()
@@ -316,7 +396,8 @@ class App:
         decision = self.budget.update(buffered)
         if decision is not None:
             owned = self.tracker.owned()
-            self.source.set_paused(owned, decision)
+            # A partition held for a refused dead letter stays paused when flow control resumes.
+            self.source.set_paused(owned if decision else [p for p in owned if p not in self.held], decision)
             self.metrics.paused.set(len(owned) if decision else 0)
             log.info(
                 "flow control: %s %d partitions at %d buffered events",
@@ -324,6 +405,17 @@ class App:
                 len(owned),
                 buffered,
             )
+
+    def _learn_positions(self) -> None:
+        """Tell the tracker where the consumer stands, so a commit can pass offsets that hold no
+        record (transaction markers, aborted transactions). Only here, between consume() calls:
+        every record consume() handed out is tracked by now, except those waiting in the inbox
+        (their partitions are skipped). Inside a rebalance callback consume() may hold records
+        not yet returned, so the revoke and shutdown commits use what was learned here."""
+        waiting = {m.partition() for m in self.inbox}
+        for partition, offset in self.source.positions(self.tracker.owned()).items():
+            if partition not in waiting:
+                self.tracker.learn_position(partition, offset)
 
     def _commit(self, wait: bool, partitions: set[int] | None = None) -> None:
         self.last_commit = time.monotonic()
@@ -380,18 +472,29 @@ class App:
         self.ready = kept
 
     def _release(self, parts: set[int]) -> None:
+        self.dead_letters.forget(parts)  # the next owner dead-letters those records again
+        if held := parts & self.held:
+            # librdkafka keeps a pause across revoke and re-assign: a partition must come back unheld.
+            self.source.set_paused(sorted(held), False)
+            self.held -= held
+        if self.headers_of:
+            self.headers_of = {t: h for t, h in self.headers_of.items() if t[0] not in parts}
         for p in parts:
             self.tracker.revoke(p)
             self.metrics.forget_partition(self.topic, p)
 
     def _on_stats(self, stats_json: str) -> None:
-        self.metrics.update_lag(stats_json, self.topic)
+        # Called inside consume()/poll() on this thread, so the tracker's owned set is current.
+        read_committed = self.overrides.get("isolation.level", "read_committed") != "read_uncommitted"
+        self.metrics.update_lag(stats_json, self.topic, set(self.tracker.owned()), read_committed)
 
 
 def build_decoder(settings: Settings) -> dec.Decoder:
     reader = dec.load_schema()
     if settings.schema_registry_url is not None:
-        return dec.ConfluentDecoder(reader, dec.registry_fetcher(str(settings.schema_registry_url)))
+        from consumer.registry import RegistryClient  # builds the client now: a bad property stops start-up
+
+        return dec.ConfluentDecoder(reader, dec.registry_fetcher(client=RegistryClient(settings).current))
     writer = None
     if settings.avro_writer_schema_file is not None:
         try:
@@ -403,11 +506,16 @@ def build_decoder(settings: Settings) -> dec.Decoder:
 
 
 def run(settings: Settings, overrides: dict[str, str]) -> int:
-    app = App(settings, overrides)
-    signal.signal(signal.SIGTERM, app.request_stop)
-    signal.signal(signal.SIGINT, app.request_stop)
-    try:
-        return app.run()
-    except StartupError as exc:
-        log.error("start-up failed: %s", exc)
-        return 1
+    """Run the consumer; returns the exit code. An unexpected exception is logged here, once, with its
+    traceback, before `App.close()` commits what was delivered: exit 1, so the pod is restarted."""
+    with App(settings, overrides) as app:
+        signal.signal(signal.SIGTERM, app.request_stop)
+        signal.signal(signal.SIGINT, app.request_stop)
+        try:
+            return app.run()
+        except StartupError as exc:
+            log.error("start-up failed: %s", exc)
+            return 1
+        except Exception:
+            log.exception("consumer crashed; committing what was delivered, then exiting")
+            return 1

@@ -58,9 +58,10 @@ def setup_logging(level: str = "INFO") -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args:
-        print("usage: group-enriched-consumer (configured by environment variables; see README)", file=sys.stderr)
-        return 0 if args[0] in ("-h", "--help") else 2
+    if args:  # an operator tool (inspect, dlq, offsets) or --help; none runs the consumer
+        from consumer.ops.cli import main as tool
+
+        return tool(args)
     setup_logging()
     log = logging.getLogger("consumer")
     try:
@@ -73,10 +74,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("configuration error: %s", exc)
         return 2
     except Exception:
-        # A bug, not an input problem: nothing undelivered was committed, so a restart loses nothing.
+        # A bug before the main loop: nothing undelivered was committed, so a restart loses nothing.
         log.exception("consumer crashed")
-        return 1
-    # Offsets are committed and the consumer closed. A request still hanging in a delivery
-    # thread would hold the interpreter's exit for up to HTTP_TIMEOUT_S: leave without it.
+        code = 1
+    # Offsets are committed and the consumer closed. A request still hanging (or a retry still
+    # waiting) in a delivery thread would hold the interpreter's exit: leave without it.
     logging.shutdown()
     os._exit(code)

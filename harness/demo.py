@@ -19,29 +19,19 @@ import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
 
 from harness import kafkautil
 from harness.kafka import KafkaBroker
 from harness.process import ConsumerProcess
 from harness.records import SEED, encode_raw, sample_record
+from harness.reference import page_example_event
 from harness.trackapi import TrackApi
 
 PARTITIONS = 4
-PAGE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "track-api-group-enriched.md"
 
 
 def say(msg: str) -> None:
     print(msg, flush=True)
-
-
-def page_example() -> dict[str, Any] | None:
-    """The example payload's event from the Track API page, when the page is beside the repo."""
-    if not PAGE.exists():
-        return None
-    text = PAGE.read_text()
-    block = text.split("```json", 1)[1].split("```", 1)[0]
-    return json.loads(block)[0]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -101,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         span = max(received[-1] - received[0], 1e-3) if len(received) > 1 else 1e-3
         committed = kafkautil.committed_offsets(bootstrap, env["KAFKA_GROUP_ID"], topic, PARTITIONS)
         ends = kafkautil.end_offsets(bootstrap, topic, PARTITIONS)
-        expected = page_example()
+        expected = page_example_event()  # the page's example payload, kept in the repo (harness/fixtures/)
         dead = {k.split('"')[1]: int(v) for k, v in metrics.items() if "dead_lettered_total{" in k and v}
         say("")
         say("summary")
@@ -112,10 +102,9 @@ def main(argv: list[str] | None = None) -> int:
         tombstones = metrics.get('group_enriched_records_skipped_total{reason="tombstone"}', 0)
         say(f"  tombstones skipped          {int(tombstones)}")
         say(f"  committed == end offsets    {committed == ends} ({sum(ends.values())} records)")
-        if expected is not None:
-            say(f"  seed event == page example  {seed_event == expected}")
+        say(f"  seed event == page example  {seed_event == expected}")
         say(f"  consumer exit code          {code} (SIGTERM → drain → commit → exit)")
-        ok = code == 0 and committed == ends and api.count() == n and (expected is None or seed_event == expected)
+        ok = code == 0 and committed == ends and api.count() == n and seed_event == expected
         say("  result                      " + ("OK" if ok else "FAILED"))
         return 0 if ok else 1
 

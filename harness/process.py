@@ -19,7 +19,8 @@ from harness.kafka import free_port
 
 
 class ConsumerProcess:
-    def __init__(self, env: dict[str, str], log_path: Path | None = None) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path | None = None, module: str = "consumer") -> None:
+        self.module = module  # tests run the CLI through a wrapper module that injects a fault
         self.port = int(env.get("METRICS_PORT") or free_port())
         # Only the test's settings: none leak in from the caller's environment.
         inherited = {
@@ -34,7 +35,7 @@ class ConsumerProcess:
     def start(self) -> ConsumerProcess:
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "consumer"], env=self.env, stdout=self._log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", self.module], env=self.env, stdout=self._log, stderr=subprocess.STDOUT
         )
         return self
 
