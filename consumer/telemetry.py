@@ -39,6 +39,9 @@ class Metrics:
         self.http_duration = Histogram(p + "http_request_duration_seconds", "Track API request duration.", registry=r)
         self.batch_events = Histogram(p + "batch_events", "Events per request.", buckets=_BATCH_BUCKETS, registry=r)
         self.retries = Counter(p + "retries", "Requests retried, by reason.", ["reason"], registry=r)
+        self.http_not_json = Counter(
+            p + "http_not_json", "2xx answers with a body neither empty nor JSON: not the Track API.", registry=r
+        )
         self.inflight = Gauge(p + "inflight_requests", "Batches being delivered now.", registry=r)
         self.inflight_limit = Gauge(p + "inflight_limit", "Current in-flight request limit.", registry=r)
         self.buffered = Gauge(p + "buffered_events", "Events between Kafka and the API.", registry=r)
@@ -87,7 +90,7 @@ class Metrics:
         for event in ("assigned", "revoked", "lost"):
             self.rebalances.labels(event)
         self.skipped.labels("tombstone")
-        for reason in ("network", "throttled", "server_error", "auth", "schema_registry", "breaker_open"):
+        for reason in ("network", "throttled", "server_error", "auth", "schema_registry", "breaker_open", "not_json"):
             self.retries.labels(reason)
 
     def update_lag(self, stats_json: str, topic: str, owned: Collection[int], read_committed: bool = True) -> None:
