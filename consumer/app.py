@@ -89,6 +89,7 @@ class App:
             self.limiter,
             settings.track_api_ca_bundle,
             settings.track_api_auth,
+            breaker_refused_events=settings.breaker_refused_events,
         )
         self.pool = ThreadPoolExecutor(settings.max_inflight_requests, thread_name_prefix="delivery")
         self.source = Source(settings, overrides, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
@@ -483,7 +484,9 @@ class App:
             self.metrics.forget_partition(self.topic, p)
 
     def _on_stats(self, stats_json: str) -> None:
-        self.metrics.update_lag(stats_json, self.topic)
+        # Called inside consume()/poll() on this thread, so the tracker's owned set is current.
+        read_committed = self.overrides.get("isolation.level", "read_committed") != "read_uncommitted"
+        self.metrics.update_lag(stats_json, self.topic, set(self.tracker.owned()), read_committed)
 
 
 def build_decoder(settings: Settings) -> dec.Decoder:
