@@ -89,6 +89,7 @@ class App:
             self.limiter,
             settings.track_api_ca_bundle,
             settings.track_api_auth,
+            breaker_refused_events=settings.breaker_refused_events,
         )
         self.pool = ThreadPoolExecutor(settings.max_inflight_requests, thread_name_prefix="delivery")
         self.source = Source(settings, overrides, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)

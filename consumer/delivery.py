@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 
 from consumer.batcher import Batch, Item
+from consumer.breaker import Breaker, Change
 from consumer.config import ConfigError, valid_token
 from consumer.flow import ConcurrencyLimit
 from consumer.retry import Action, backoff, classify, retry_after_s, retry_reason
@@ -130,6 +131,7 @@ class Delivery:
         limiter: ConcurrencyLimit,
         ca_bundle: Path | None = None,
         auth: str = "bearer",
+        breaker_refused_events: int = 100,
     ) -> None:
         self.url = url
         self.auth = auth
@@ -142,6 +144,8 @@ class Delivery:
         self.stop = threading.Event()  # set when in-flight work must be abandoned
         self._auth_log = Throttle(AUTH_LOG_INTERVAL_S)
         self._failure_log = Throttle(FAILURE_LOG_INTERVAL_S)
+        self.breaker = Breaker(breaker_refused_events)  # shared by every worker, under _breaker_lock
+        self._breaker_lock = threading.Lock()
         # Certificates are always verified; a CA bundle replaces the system trust store.
         verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=str(ca_bundle)) if ca_bundle else True
         self._client = httpx.Client(
@@ -155,28 +159,70 @@ class Delivery:
         self._client.close()
 
     def send(self, batch: Batch) -> Outcome:
-        """Deliver a batch; split on 413 and bisect on 400/422 so only refused events are rejected."""
+        """Deliver a batch; split on 413 and bisect on 400/422 so only refused events are rejected.
+
+        Events refused one by one are dead-lettered unless the breaker opens before the batch is
+        done: then they are held with the rest and retried whole (an outage, not bad data).
+        """
         outcome = Outcome(batch)
         items = batch.items
-        chunks = [(0, len(items))]  # ranges of events, the next one last
-        while chunks:
+        chunks = [(0, len(items))]  # ranges of events to send, the next one last
+        refused: list[tuple[int, int, str]] = []  # index, status, message: refused one by one (400/422)
+        attempt = 0  # retries of a refused request while the breaker is open
+        while chunks or (refused and self.breaker.open):
+            if refused and self.breaker.open:  # hold them: the API refuses everything now
+                chunks, refused = _merged(chunks + [(i, i + 1) for i, _, _ in refused]), []
             lo, hi = chunks.pop()
             answer = self._post_until_final(batch.body_of(lo, hi), hi - lo)
             if answer is None:
-                outcome.abandoned.extend(items[lo:hi])
-                for rest_lo, rest_hi in chunks:
-                    outcome.abandoned.extend(items[rest_lo:rest_hi])
+                chunks.append((lo, hi))
                 break
             action, status, message = answer
             if action is Action.DONE:
                 outcome.delivered.extend(items[lo:hi])
-            elif hi - lo == 1:
+                self._breaker_event(accepted=True)
+                attempt = 0
+            elif action is Action.BISECT and self.breaker.open:
+                # Retry this range whole, with backoff: bisecting would only multiply the requests.
+                chunks.append((lo, hi))
+                self.metrics.retries.labels("breaker_open").inc()
+                self._log_failure(f"HTTP {status}", message)
+                if self.stop.wait(backoff(attempt, BACKOFF_BASE_S, self.backoff_max_s)):
+                    break
+                attempt += 1
+            elif hi - lo == 1 and action is Action.BISECT:
+                refused.append((lo, status, message))
+                self._breaker_event(accepted=False)
+            elif hi - lo == 1:  # 413 for one event: too large on its own, whatever the API's state
                 outcome.rejected.append((items[lo], status, message))
             else:
                 mid = (lo + hi) // 2
                 chunks.append((mid, hi))
                 chunks.append((lo, mid))
+        if refused and self.breaker.open:  # stopping while held: these are not refused, only undelivered
+            chunks, refused = chunks + [(i, i + 1) for i, _, _ in refused], []
+        for lo, hi in chunks:  # left when stopping: not delivered, not committed
+            outcome.abandoned.extend(items[lo:hi])
+        outcome.rejected.extend((items[i], status, message) for i, status, message in refused)
         return outcome
+
+    def _breaker_event(self, accepted: bool) -> None:
+        with self._breaker_lock:
+            change = self.breaker.accepted() if accepted else self.breaker.refused()
+        if change is Change.OPENED:
+            self.health.breaker_open = True
+            self.metrics.breaker_open.set(1)
+            self.metrics.breaker_opened.inc()
+            log.error(
+                "Track API refused each of the last %d events one by one and accepted nothing in between: "
+                "treating it as an outage, not bad data; holding batches and retrying, dead-lettering "
+                "nothing until a request is accepted",
+                self.breaker.threshold,
+            )
+        elif change is Change.CLOSED:
+            self.health.breaker_open = False
+            self.metrics.breaker_open.set(0)
+            log.warning("Track API accepts events again; refused events are dead-lettered as before")
 
     def _post_until_final(self, body: bytes, events: int) -> tuple[Action, int, str] | None:
         """POST until the answer is DONE, SPLIT or BISECT; None when abandoned."""
@@ -242,3 +288,14 @@ class Delivery:
             self.metrics.auth_failing.set(1)
         if self._auth_log.allow():
             log.error("Track API refuses the token (HTTP %s); delivery paused until it is accepted", status)
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Adjacent ranges joined, the lowest last (the order `send` pops them in)."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out[::-1]

@@ -62,6 +62,12 @@ class Metrics:
             p + "records_skipped", "Records neither delivered nor dead-lettered.", ["reason"], registry=r
         )
         self.auth_failing = Gauge(p + "auth_failing", "1 while the Track API refuses the token.", registry=r)
+        self.breaker_open = Gauge(
+            p + "breaker_open", "1 while the Track API refuses every event (held, not dead-lettered).", registry=r
+        )
+        self.breaker_opened = Counter(
+            p + "breaker_opened", "Times the breaker opened: a run of refused events taken for an outage.", registry=r
+        )
         self.ready = Gauge(p + "ready", "1 when /readyz answers 200.", registry=r)
         self.last_progress = Gauge(
             p + "last_progress_timestamp_seconds", "Unix time of the last delivered or committed record.", registry=r
@@ -85,7 +91,7 @@ class Metrics:
         for event in ("assigned", "revoked", "lost"):
             self.rebalances.labels(event)
         self.skipped.labels("tombstone")
-        for reason in ("network", "throttled", "server_error", "auth", "schema_registry"):
+        for reason in ("network", "throttled", "server_error", "auth", "schema_registry", "breaker_open"):
             self.retries.labels(reason)
 
     def update_lag(self, stats_json: str, topic: str, owned: Collection[int], read_committed: bool = True) -> None:
@@ -155,6 +161,7 @@ class Health:
         self.draining = False
         self.auth_failing = False
         self.dead_letters_stuck = False  # a dead letter the broker refuses holds its partition up
+        self.breaker_open = False  # the Track API refuses every event: an outage (consumer/breaker.py)
 
     def beat(self) -> None:
         self._beat = time.monotonic()
@@ -163,13 +170,13 @@ class Health:
         return time.monotonic() - self._beat < self.stall_timeout_s
 
     def ready(self) -> bool:
-        ok = (
-            self.in_group
-            and not self.draining
-            and not self.auth_failing
-            and not self.dead_letters_stuck
-            and self.alive()
-        )
+        causes = [  # any of them: 503 (one per line, a cause per line)
+            self.draining,
+            self.auth_failing,
+            self.dead_letters_stuck,
+            self.breaker_open,
+        ]
+        ok = self.in_group and self.alive() and not any(causes)
         self._metrics.ready.set(1 if ok else 0)
         return ok
 

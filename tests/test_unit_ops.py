@@ -158,3 +158,19 @@ def test_inspect_hints_at_the_other_wire_format() -> None:
     assert framing_hint(b"\x02abc", raw) is None
     assert "no Confluent framing" in (framing_hint(b"\x02abc", framed) or "")
     assert framing_hint(b"\x00\x00\x00\x00\x07abc", framed) is None
+
+
+def test_a_list_line_shows_an_omitted_value_and_its_size() -> None:
+    from consumer.ops.selection import list_line
+
+    d = DeadLetter(
+        "src.dlq",
+        0,
+        3,
+        NOW,
+        b"k",
+        None,
+        [*letter().headers, (h.VALUE_OMITTED, b"too_large"), (h.VALUE_SIZE, b"2000000")],
+    )
+    assert "value omitted(2000000B)" in list_line(d)
+    assert skip_reason(d, 3) == "value_omitted"
