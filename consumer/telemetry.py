@@ -45,7 +45,11 @@ class Metrics:
         self.inflight = Gauge(p + "inflight_requests", "Batches being delivered now.", registry=r)
         self.inflight_limit = Gauge(p + "inflight_limit", "Current in-flight request limit.", registry=r)
         self.buffered = Gauge(p + "buffered_events", "Events between Kafka and the API.", registry=r)
-        self.paused = Gauge(p + "paused_partitions", "Partitions paused by flow control.", registry=r)
+        self.paused = Gauge(
+            p + "paused_partitions",
+            "Owned partitions paused now (flow control, or held for a refused dead letter).",
+            registry=r,
+        )
         self.lag = Gauge(
             p + "consumer_lag",
             "Last stable offset (high watermark under read_uncommitted) minus committed offset,"
