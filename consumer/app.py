@@ -66,6 +66,7 @@ class App:
         self.in_batches = 0  # events in `ready` and `inflight`
         self.registry_retry_at = 0.0
         self.registry_attempt = 0
+        self.registry_down_since: float | None = None  # first failure of the current registry outage
         self.stopping = False
         self.drain_deadline = 0.0  # while draining, how long a revoke may wait for in-flight batches
         self.last_commit = 0.0
@@ -290,6 +291,7 @@ class App:
                 self.registry_retry_at = now + delay
                 self.metrics.retries.labels("schema_registry").inc()
                 log.warning("Schema Registry unavailable, retrying in %.1fs: %s", delay, exc)
+                self._registry_reachable(False, now)
                 break
             except Unconvertible as exc:
                 self._dead_letter(m, track(partition, m.offset()), dead_letter_reason(exc), str(exc))
@@ -300,9 +302,24 @@ class App:
                 append((encoded, (ticket, m.timestamp()[1], m.key(), value)))
         if entries:
             self.registry_attempt = 0
+            self._registry_reachable(True, now)
             for batch in self.batcher.add(entries, now):
                 self._close_batch(batch)
         self.metrics.records_consumed.inc(consumed)
+
+    def _registry_reachable(self, ok: bool, now: float) -> None:
+        """Past SCHEMA_REGISTRY_UNREACHABLE_GRACE_S of failures, the pod is not ready (and alerts)."""
+        if ok:
+            if self.registry_down_since is not None:
+                self.registry_down_since = None
+                self.health.registry_unreachable = False
+                self.metrics.registry_unreachable.set(0)
+            return
+        if self.registry_down_since is None:
+            self.registry_down_since = now
+        if now - self.registry_down_since >= self.settings.schema_registry_unreachable_grace_s:
+            self.health.registry_unreachable = True
+            self.metrics.registry_unreachable.set(1)
 
     def _close_batch(self, batch: Batch) -> None:
         self.ready.append(batch)
