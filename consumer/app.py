@@ -483,13 +483,17 @@ class App:
             self.metrics.forget_partition(self.topic, p)
 
     def _on_stats(self, stats_json: str) -> None:
-        self.metrics.update_lag(stats_json, self.topic)
+        # Called inside consume()/poll() on this thread, so the tracker's owned set is current.
+        read_committed = self.overrides.get("isolation.level", "read_committed") != "read_uncommitted"
+        self.metrics.update_lag(stats_json, self.topic, set(self.tracker.owned()), read_committed)
 
 
 def build_decoder(settings: Settings) -> dec.Decoder:
     reader = dec.load_schema()
     if settings.schema_registry_url is not None:
-        return dec.ConfluentDecoder(reader, dec.registry_fetcher(str(settings.schema_registry_url)))
+        from consumer.registry import RegistryClient  # builds the client now: a bad property stops start-up
+
+        return dec.ConfluentDecoder(reader, dec.registry_fetcher(client=RegistryClient(settings).current))
     writer = None
     if settings.avro_writer_schema_file is not None:
         try:

@@ -11,6 +11,7 @@ import os
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,17 +43,29 @@ class Outcome:
 
 
 class TokenSource:
-    """The bearer token, from the environment or from a file re-read when it changes."""
+    """A secret (the Track API token by default), from the environment or from a file re-read when it changes.
 
-    def __init__(self, token: str | None = None, path: Path | None = None) -> None:
+    `name` is the setting named in messages (never the value); `valid` says whether a value is usable.
+    The Schema Registry's secret files use it too (consumer/registry.py).
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        path: Path | None = None,
+        name: str = "TRACK_API_TOKEN_FILE",
+        valid: Callable[[str], bool] = valid_token,
+    ) -> None:
         self._path = path
+        self._name = name
+        self._valid = valid
         self._token = token or ""
         self._stamp: tuple[float, int] | None = None
         self._lock = threading.Lock()
         if path is not None:
             self.refresh()
             if not self._token:
-                raise ConfigError("TRACK_API_TOKEN_FILE is invalid: no usable token (empty, or not printable ASCII)")
+                raise ConfigError(f"{name} is invalid: no usable value (empty, or not printable ASCII)")
 
     def get(self) -> str:
         if self._path is not None:
@@ -70,14 +83,14 @@ class TokenSource:
                 return
             token = self._path.read_text().strip()
         except OSError as exc:
-            log.warning("cannot re-read TRACK_API_TOKEN_FILE; keeping the current token: %s", exc.strerror)
+            log.warning("cannot re-read %s; keeping the current value: %s", self._name, exc.strerror)
             return
         with self._lock:
             self._stamp = stamp
-            if valid_token(token):
+            if self._valid(token):
                 self._token = token
             elif token:
-                log.warning("TRACK_API_TOKEN_FILE holds no usable token (not printable ASCII); keeping the current one")
+                log.warning("%s holds no usable value (not printable ASCII); keeping the current one", self._name)
 
 
 class RetryGate:

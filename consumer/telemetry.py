@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -52,7 +52,11 @@ class Metrics:
         self.buffered = Gauge(p + "buffered_events", "Events between Kafka and the API.", registry=r)
         self.paused = Gauge(p + "paused_partitions", "Partitions paused by flow control.", registry=r)
         self.lag = Gauge(
-            p + "consumer_lag", "High watermark minus committed offset.", ["topic", "partition"], registry=r
+            p + "consumer_lag",
+            "Last stable offset (high watermark under read_uncommitted) minus committed offset,"
+            " for the partitions this pod owns.",
+            ["topic", "partition"],
+            registry=r,
         )
         self.e2e_latency = BatchHistogram(
             p + "end_to_end_latency_seconds", "Kafka record timestamp to Track API acceptance.", _LATENCY_BUCKETS, r
@@ -88,17 +92,23 @@ class Metrics:
         for reason in ("network", "throttled", "server_error", "auth", "schema_registry"):
             self.retries.labels(reason)
 
-    def update_lag(self, stats_json: str, topic: str) -> None:
-        """librdkafka statistics → per-partition lag against the committed offset."""
+    def update_lag(self, stats_json: str, topic: str, owned: Collection[int], read_committed: bool = True) -> None:
+        """librdkafka statistics → per-partition lag against the committed offset.
+
+        Under `read_committed` the consumer can read only up to the last stable offset (an open
+        transaction's records are above it), so lag is measured from there. Only partitions in
+        `owned` get a series: the statistics keep listing, frozen, partitions revoked since.
+        """
         stats = json.loads(stats_json)
         parts = stats.get("topics", {}).get(topic, {}).get("partitions", {})
+        end_key = "ls_offset" if read_committed else "hi_offset"
         for name, part in parts.items():
-            if name == "-1" or not part.get("assigned", True):
+            if name == "-1" or int(name) not in owned:
                 continue
-            hi, committed = part.get("hi_offset", -1), part.get("committed_offset", -1)
-            if hi < 0:
+            end, committed = part.get(end_key, -1), part.get("committed_offset", -1)
+            if end < 0:
                 continue
-            lag = hi - committed if committed >= 0 else hi - max(part.get("lo_offset", 0), 0)
+            lag = end - committed if committed >= 0 else end - max(part.get("lo_offset", 0), 0)
             self.lag.labels(topic, name).set(max(lag, 0))
 
     def forget_partition(self, topic: str, partition: int) -> None:

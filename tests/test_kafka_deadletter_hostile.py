@@ -18,9 +18,22 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, Producer
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from harness import kafkautil
+from harness.kafka import KafkaBroker
 from harness.process import ConsumerProcess
 from harness.records import encode_raw, sample_record
 from harness.trackapi import TrackApi
@@ -117,11 +130,17 @@ def exited(proc: ConsumerProcess) -> str:
     return f"consumer exited with {code}:\n{proc.logs()[-3000:]}"
 
 
+def stuck(proc: ConsumerProcess) -> float:
+    """The stuck gauge; 0 when absent or when the process is gone."""
+    status, _ = proc.get("/metrics")
+    return proc.metrics().get(STUCK, 0) if status == 200 else 0
+
+
 def refusing(proc: ConsumerProcess) -> bool:
     """The consumer has seen its dead letter refused (the stuck gauge, or a few failure lines)."""
     if not alive(proc):
         return True
-    return proc.metrics().get(STUCK, 0) >= 1 or len(log_lines(proc, FAILED)) >= 3
+    return stuck(proc) >= 1 or len(log_lines(proc, FAILED)) >= 3
 
 
 def attempts(proc: ConsumerProcess) -> float:
@@ -330,3 +349,165 @@ def test_shutdown_gives_up_on_a_refused_dead_letter(kafka_bootstrap: str, tmp_pa
     assert committed == {0: poison_offset}
     assert lines_during_stop <= 1
     assert stop_s < 20, "shutdown spent its drain budget on a refused dead letter"
+
+
+def test_deleted_dead_letter_topic_holds_its_partition_until_recreated(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """The dead-letter topic is deleted mid-run, then a poison record arrives on partition 0.
+
+    Expected: once librdkafka gives up (message.timeout.ms), the dead letter is stuck: metric,
+    /readyz 503, partition 0 held, partition 1 flowing. Recreated, the topic takes the dead letter
+    at the next attempt and every offset reaches the end.
+    """
+    topic = f"deleted-{uuid.uuid4().hex[:8]}"
+    create_topic(kafka_bootstrap, topic, 2)
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    with TrackApi() as api:
+        env = consumer_env(kafka_bootstrap, topic, api, RETRY_BACKOFF_MAX_S="2")
+        group = env["KAFKA_GROUP_ID"]
+        with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
+            proc.wait_ready()  # the consumer created the dead-letter topic
+            assert kafkautil.topic_exists(kafka_bootstrap, topic + ".dlq")
+            admin.delete_topics([topic + ".dlq"])[topic + ".dlq"].result(timeout=30)
+            wait_until(lambda: not kafkautil.topic_exists(kafka_bootstrap, topic + ".dlq"), 30, "the DLQ deleted")
+            deleted_at = time.monotonic()
+            (poison_at,) = produce(kafka_bootstrap, topic, [(b"poison", b"\xff\x00 not avro", 0)])
+            wait_until(
+                lambda: not alive(proc) or stuck(proc) >= 1 or log_lines(proc, FAILED),
+                120,
+                "the dead letter refused",
+                proc.logs,
+            )
+            assert alive(proc), exited(proc)
+            refused_s = time.monotonic() - deleted_at
+            after1 = good_rows("del1", 200, 1)
+            produce(kafka_bootstrap, topic, after1)
+            wait_until(lambda: user_ids(after1, "del1") <= delivered(api).keys(), 60, "partition 1 flowing", proc.logs)
+            readyz = proc.get("/readyz")[0]
+            m = proc.metrics()
+            failures = {k: v for k, v in m.items() if k.startswith(FAILURES) and v}
+            after0 = good_rows("del0", 200, 0)
+            produce(kafka_bootstrap, topic, after0)
+            ends = kafkautil.end_offsets(kafka_bootstrap, topic, 2)
+            wait_until(
+                lambda: kafkautil.committed_offsets(kafka_bootstrap, group, topic, 2)[1] == ends[1],
+                60,
+                "partition 1 committed",
+                proc.logs,
+            )
+            delivered0 = len(user_ids(after0, "del0") & delivered(api).keys())
+            report(
+                "deleted_topic_stuck",
+                seconds_to_refusal=round(refused_s, 1),
+                readyz=readyz,
+                failures=failures,
+                stuck=m.get(STUCK),
+                delivered_p0_after_refusal=delivered0,
+                failure_log_lines=len(log_lines(proc, FAILED)),
+            )
+            assert readyz == 503
+            assert m[STUCK] == 1 and sum(failures.values()) >= 1
+            assert delivered0 == 0
+            recreated_at = time.monotonic()
+            create_topic(kafka_bootstrap, topic + ".dlq", 2)
+            wait_until(
+                lambda: kafkautil.committed_offsets(kafka_bootstrap, group, topic, 2) == ends,
+                60,
+                "every offset committed after the topic came back",
+                proc.logs,
+            )
+            recovered_s = time.monotonic() - recreated_at
+            wait_until(lambda: proc.get("/readyz")[0] == 200, 30, "ready again", proc.logs)
+            assert proc.stop() == 0
+    letters = kafkautil.read_all(kafka_bootstrap, topic + ".dlq", 2, timeout_s=5)
+    report("deleted_topic_recovered", seconds_to_commit=round(recovered_s, 1), dead_letters=len(letters))
+    assert [(d.key, d.headers["dlq.source.offset"]) for d in letters] == [(b"poison", str(poison_at[1]))]
+    assert user_ids(after0, "del0") | user_ids(after1, "del1") <= delivered(api).keys()
+
+
+def test_dead_letter_write_denied_by_acl_then_allowed(tmp_path: Path) -> None:
+    """A broker with an authorizer: Write on the dead-letter topic is denied mid-run, then allowed again.
+
+    Everyone may do anything where no ACL names a resource; the test gives the dead-letter topic an
+    ALLOW-all ACL plus a DENY Write one, for the consumer's principal (User:ANONYMOUS on PLAINTEXT).
+    """
+    broker = KafkaBroker(
+        tmp_path / "kafka-acl",
+        extra_props={
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "true",
+        },
+    )
+    broker.start(timeout=120)
+    try:
+        bootstrap = broker.bootstrap
+        topic = f"acl-{uuid.uuid4().hex[:8]}"
+        dlq = topic + ".dlq"
+        create_topic(bootstrap, topic, 1)
+        create_topic(bootstrap, dlq, 1)
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+
+        def acl(operation: AclOperation, permission: AclPermissionType) -> AclBinding:
+            return AclBinding(
+                ResourceType.TOPIC, dlq, ResourcePatternType.LITERAL, "User:ANONYMOUS", "*", operation, permission
+            )
+
+        allow_all = acl(AclOperation.ALL, AclPermissionType.ALLOW)
+        deny_write = acl(AclOperation.WRITE, AclPermissionType.DENY)
+        with TrackApi() as api:
+            env = consumer_env(bootstrap, topic, api, RETRY_BACKOFF_MAX_S="2")
+            group = env["KAFKA_GROUP_ID"]
+            with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
+                proc.wait_ready()
+                for future in admin.create_acls([allow_all, deny_write]).values():
+                    future.result(timeout=30)
+                rows = good_rows("acl", 20, 0)
+                rows.insert(10, (b"poison", b"\xff\x00 not avro", 0))
+                positions = produce(bootstrap, topic, rows)
+                wait_until(lambda: refusing(proc), 90, "the dead letter refused", proc.logs)
+                assert alive(proc), exited(proc)
+                readyz = proc.get("/readyz")[0]
+                m = proc.metrics()
+                failures = {k: v for k, v in m.items() if k.startswith(FAILURES) and v}
+                poison_offset = positions[10][1]
+                wait_until(
+                    lambda: kafkautil.committed_offsets(bootstrap, group, topic, 1)[0] >= poison_offset,
+                    60,
+                    "the records before the poison committed",
+                    proc.logs,
+                )
+                committed = kafkautil.committed_offsets(bootstrap, group, topic, 1)
+                report(
+                    "acl_denied",
+                    readyz=readyz,
+                    failures=failures,
+                    stuck=m.get(STUCK),
+                    committed=committed,
+                    failure_log_lines=len(log_lines(proc, FAILED)),
+                )
+                assert readyz == 503
+                assert failures.get(f'{FAILURES}{{error="not_authorized"}}', 0) >= 1, failures
+                assert committed == {0: poison_offset}
+                deny_filter = AclBindingFilter(
+                    ResourceType.TOPIC,
+                    dlq,
+                    ResourcePatternType.LITERAL,
+                    "User:ANONYMOUS",
+                    "*",
+                    AclOperation.WRITE,
+                    AclPermissionType.DENY,
+                )
+                for future in admin.delete_acls([deny_filter]).values():
+                    future.result(timeout=30)
+                wait_until(
+                    lambda: kafkautil.committed_offsets(bootstrap, group, topic, 1) == {0: len(rows)},
+                    60,
+                    "every offset committed once Write was allowed",
+                    proc.logs,
+                )
+                wait_until(lambda: proc.get("/readyz")[0] == 200, 30, "ready again", proc.logs)
+                assert proc.stop() == 0
+        letters = kafkautil.read_all(bootstrap, dlq, 2, timeout_s=5)
+        assert [d.key for d in letters] == [b"poison"]
+        assert user_ids(rows[:10] + rows[11:], "acl") <= delivered(api).keys()
+    finally:
+        broker.stop()

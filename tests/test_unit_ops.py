@@ -146,3 +146,31 @@ def test_since_must_precede_until(monkeypatch: pytest.MonkeyPatch, capsys: pytes
     monkeypatch.setenv("TRACK_API_TOKEN", "t")
     assert cli.main(["dlq", "list", "--since", "1h", "--until", "2h"]) == 2
     assert "--until must be after --since" in capsys.readouterr().err
+
+
+def test_inspect_hints_at_the_other_wire_format() -> None:
+    from consumer.config import load
+    from consumer.ops.inspect import framing_hint
+
+    raw, _ = load({"KAFKA_BOOTSTRAP_SERVERS": "b:9092", "TRACK_API_TOKEN": "t"})
+    framed, _ = load({"KAFKA_BOOTSTRAP_SERVERS": "b:9092", "TRACK_API_TOKEN": "t", "SCHEMA_REGISTRY_URL": "http://r"})
+    assert "schema id 7" in (framing_hint(b"\x00\x00\x00\x00\x07abc", raw) or "")
+    assert framing_hint(b"\x02abc", raw) is None
+    assert "no Confluent framing" in (framing_hint(b"\x02abc", framed) or "")
+    assert framing_hint(b"\x00\x00\x00\x00\x07abc", framed) is None
+
+
+def test_a_list_line_shows_an_omitted_value_and_its_size() -> None:
+    from consumer.ops.selection import list_line
+
+    d = DeadLetter(
+        "src.dlq",
+        0,
+        3,
+        NOW,
+        b"k",
+        None,
+        [*letter().headers, (h.VALUE_OMITTED, b"too_large"), (h.VALUE_SIZE, b"2000000")],
+    )
+    assert "value omitted(2000000B)" in list_line(d)
+    assert skip_reason(d, 3) == "value_omitted"

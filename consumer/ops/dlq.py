@@ -106,8 +106,8 @@ class Tally:
 class Progress:
     """A bar redrawn in place on a terminal; one line per committed transaction otherwise."""
 
-    def __init__(self, stream: TextIO, total: int) -> None:
-        self.stream, self.total = stream, total
+    def __init__(self, stream: TextIO, total: int, dry_run: bool = False) -> None:
+        self.stream, self.total, self.dry_run = stream, total, dry_run
         self.tty = stream.isatty()
         self._drawn = 0.0
 
@@ -120,7 +120,8 @@ class Progress:
                 bar = "#" * int(done * 30)
                 print(f"\r[{bar:<30}] {tally.line(self.total)}", end="", file=self.stream, flush=True)
         elif committed:
-            line = f"progress: transaction {tally.transactions} committed: {tally.line(self.total)}"
+            done = "checked" if self.dry_run else "committed"
+            line = f"progress: transaction {tally.transactions} {done}: {tally.line(self.total)}"
             print(line, file=self.stream, flush=True)
 
     def done(self) -> None:
@@ -224,7 +225,7 @@ def _run(
     out: TextIO,
 ) -> Tally:
     tally = Tally()
-    progress = Progress(sys.stderr, total)
+    progress = Progress(sys.stderr, total, producer is None)
     positions: dict[int, int] = {}  # dead-letter partition → next offset, for this transaction
     in_txn = 0
     partitions_of: dict[str, set[int]] = {}

@@ -18,6 +18,7 @@ from consumer import decode as dec
 from consumer.config import Settings
 from consumer.convert import Unconvertible, dead_letter_reason, encode_event
 from consumer.ops import client
+from consumer.ops.headers import VALUE_OMITTED
 from consumer.ops.selection import iso
 
 
@@ -39,9 +40,24 @@ def evaluate(
         event = encode_event(decoder, value, max_event_bytes(settings), idempotency_key)
     except Unconvertible as exc:
         out.update(outcome="dead_letter", reason=dead_letter_reason(exc), message=str(exc)[:1000])
+        if (hint := framing_hint(value, settings)) is not None:
+            out["hint"] = hint
     else:
         out.update(outcome="event", event=orjson.Fragment(event))
     return out
+
+
+def framing_hint(value: bytes, settings: Settings) -> str | None:
+    """Why an undecodable value may be in the other wire format than the settings expect."""
+    if settings.schema_registry_url is None and len(value) > 5 and value[0] == 0:
+        schema_id = int.from_bytes(value[1:5], "big")
+        return (
+            f"the value starts like Confluent framing (magic byte 0, schema id {schema_id}) but SCHEMA_REGISTRY_URL "
+            "is unset, so it was read as raw Avro"
+        )
+    if settings.schema_registry_url is not None and value[:1] != b"\x00":
+        return "the value has no Confluent framing (magic byte 0) although SCHEMA_REGISTRY_URL is set: raw Avro?"
+    return None
 
 
 def _text(b: bytes | None) -> str | None:
@@ -74,6 +90,8 @@ def render(record: dict[str, Any], as_json: bool) -> str:
         lines.append("  event: " + orjson.dumps(record["event"]).decode())  # a Fragment: the exact bytes
     elif record["outcome"] == "dead_letter":
         lines.append(f"  dead letter: {record['reason']}: {record['message']}")
+        if "hint" in record:
+            lines.append(f"  hint: {record['hint']}")
     else:
         lines.append(f"  skipped: {record['reason']}")
     return "\n".join(lines)
@@ -96,7 +114,12 @@ def from_message(m: Message, decoder: dec.Decoder, settings: Settings) -> dict[s
         "value_bytes": None if value is None else len(value),
         "headers": [(k, _text(v)) for k, v in m.headers() or []],
     }
-    record.update(evaluate(decoder, settings, value, key))
+    omitted = dict(m.headers() or []).get(VALUE_OMITTED)
+    if value is None and omitted is not None:
+        # A dead letter written without its (too large) value: not a tombstone.
+        record.update(outcome="skipped", reason=f"value omitted from the dead letter ({omitted.decode()})")
+    else:
+        record.update(evaluate(decoder, settings, value, key))
     return record
 
 

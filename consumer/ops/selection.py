@@ -194,13 +194,14 @@ class Stats:
     def render(self, topic: str) -> str:
         if not self.total:
             return f"dead-letter topic {topic}: empty"
+        w = max(16, *(len(p) for p in self.by_source_partition))
         lines = [f"dead-letter topic {topic}: {self.total} dead letters"]
         lines.append("by reason")
-        lines += [f"  {r:<16} {n:>8}" for r, n in self.by_reason.most_common()]
+        lines += [f"  {r:<{w}} {n:>8}" for r, n in self.by_reason.most_common()]
         lines.append("by source partition")
-        lines += [f"  {p:<16} {n:>8}" for p, n in sorted(self.by_source_partition.items(), key=_partition_order)]
+        lines += [f"  {p:<{w}} {n:>8}" for p, n in sorted(self.by_source_partition.items(), key=_partition_order)]
         lines.append("by attempts")
-        lines += [f"  {a:<16} {n:>8}" for a, n in sorted(self.by_attempts.items())]
+        lines += [f"  {a:<{w}} {n:>8}" for a, n in sorted(self.by_attempts.items())]
         if self.value_omitted:
             lines.append(f"value omitted (too large to redrive): {self.value_omitted}")
         assert self.oldest is not None and self.newest is not None
@@ -229,7 +230,7 @@ def short(message: str, limit: int = MESSAGE_CHARS) -> str:
 
 def list_line(d: DeadLetter) -> str:
     """One line of `dlq list`."""
-    size = "omitted" if d.value_omitted else _size(d.value)
+    size = f"omitted({d.header(h.VALUE_SIZE) or '?'}B)" if d.value_omitted else _size(d.value)
     return (
         f"{iso(d.timestamp_ms)}  {d.coordinates:<24} source {d.source:<28} {d.reason:<14} "
         f"attempts {d.attempts}  key {_size(d.key)} value {size}  {short(d.message)}"
