@@ -175,6 +175,7 @@ class App:
             self._collect(wait_s=LOOP_WAIT_S)
             self.dead_letters.poll()
         abandoned = self.in_batches
+        self._learn_positions()  # outside consume(): a trailing transaction marker is committed too
         self._final_commit(max(self.drain_deadline - time.monotonic(), 1.0))
         self.close()
         log.info("consumer stopped", extra={"undelivered_left_uncommitted": abandoned})
