@@ -375,7 +375,12 @@ class App:
         Records after a stuck one could be delivered but never committed, and a restart would
         send them all again: pausing bounds that to what was already fetched.
         """
-        stuck = self.dead_letters.stuck_partitions() & set(self.tracker.owned())
+        owned = set(self.tracker.owned())
+        if orphans := self.dead_letters.stuck_partitions() - owned:
+            # A rejected event of a batch that finished after its partition was revoked: its ack
+            # would be ignored, and the next owner dead-letters the record again.
+            self.dead_letters.forget(orphans)
+        stuck = self.dead_letters.stuck_partitions()
         if stuck != self.held:
             self.source.set_paused(sorted(stuck - self.held), True)
             if not self.budget.paused:  # else flow control resumes them with the rest
