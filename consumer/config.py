@@ -61,6 +61,7 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(1_048_576, ge=256)
     track_api_ca_bundle: Path | None = None
     idempotency_key: bool = False
+    breaker_refused_events: int = Field(100, ge=0)  # 0: no breaker (consumer/breaker.py)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **_sources):  # type: ignore[no-untyped-def]
