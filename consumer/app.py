@@ -175,6 +175,7 @@ class App:
             self._collect(wait_s=LOOP_WAIT_S)
             self.dead_letters.poll()
         abandoned = self.in_batches
+        self._learn_positions()  # outside consume(): a trailing transaction marker is committed too
         self._final_commit(max(self.drain_deadline - time.monotonic(), 1.0))
         self.close()
         log.info("consumer stopped", extra={"undelivered_left_uncommitted": abandoned})
@@ -379,7 +380,12 @@ class App:
         Records after a stuck one could be delivered but never committed, and a restart would
         send them all again: pausing bounds that to what was already fetched.
         """
-        stuck = self.dead_letters.stuck_partitions() & set(self.tracker.owned())
+        owned = set(self.tracker.owned())
+        if orphans := self.dead_letters.stuck_partitions() - owned:
+            # A rejected event of a batch that finished after its partition was revoked: its ack
+            # would be ignored, and the next owner dead-letters the record again.
+            self.dead_letters.forget(orphans)
+        stuck = self.dead_letters.stuck_partitions()
         if stuck != self.held:
             self.source.set_paused(sorted(stuck - self.held), True)
             if not self.budget.paused:  # else flow control resumes them with the rest

@@ -21,7 +21,7 @@ from consumer.batcher import Batch, Item
 from consumer.breaker import Breaker, Change
 from consumer.config import ConfigError, valid_token
 from consumer.flow import ConcurrencyLimit
-from consumer.retry import Action, backoff, classify, retry_after_s, retry_reason
+from consumer.retry import Action, backoff, classify, is_api_body, retry_after_s, retry_reason
 from consumer.telemetry import Health, Metrics
 from consumer.throttle import Throttle
 
@@ -134,6 +134,7 @@ class Delivery:
         breaker_refused_events: int = 100,
     ) -> None:
         self.url = url
+        self.host = httpx.URL(url).host  # for log lines: never the whole URL (it may carry credentials)
         self.auth = auth
         self.limiter = limiter
         self.tokens = tokens
@@ -228,8 +229,8 @@ class Delivery:
         """POST until the answer is DONE, SPLIT or BISECT; None when abandoned."""
         attempt = 0
         while self.gate.wait(self.stop):
-            status, message, retry_after = self._post(body, events)
-            action = classify(status)
+            status, message, retry_after, api_body = self._post(body, events)
+            action = classify(status, api_body)
             if action is Action.AUTH:
                 self._auth_failed(status)
             elif status is not None and self.health.auth_failing:
@@ -238,8 +239,8 @@ class Delivery:
                 log.info("Track API accepts the token again")
             if action in (Action.DONE, Action.SPLIT, Action.BISECT):
                 return action, status or 0, message
-            self.metrics.retries.labels(retry_reason(status)).inc()
-            if status is not None and action is Action.RETRY:
+            self.metrics.retries.labels(retry_reason(status, api_body)).inc()
+            if status is not None and action is Action.RETRY and api_body:
                 self._log_failure(f"HTTP {status}", message)
             if retry_after is not None:
                 self.gate.defer(retry_after)
@@ -250,8 +251,8 @@ class Delivery:
             attempt += 1
         return None
 
-    def _post(self, body: bytes, events: int) -> tuple[int | None, str, float | None]:
-        """One request: (status or None, short message, Retry-After seconds or None)."""
+    def _post(self, body: bytes, events: int) -> tuple[int | None, str, float | None, bool]:
+        """One request: (status or None, short message, Retry-After seconds or None, is_api_body)."""
         token = self.tokens.get()
         name, value = auth_header(self.auth, token)
         headers = {name: value}
@@ -266,7 +267,7 @@ class Delivery:
             self.limiter.on_response(elapsed, congested=True, now=time.monotonic())
             message = f"{type(exc).__name__}: {exc}".replace(token, "<redacted>")  # httpx quotes bad headers whole
             self._log_failure(type(exc).__name__, message)
-            return None, message, None
+            return None, message, None, True
         elapsed = time.perf_counter() - started
         self.metrics.http_duration.observe(elapsed)
         status = response.status_code
@@ -274,7 +275,20 @@ class Delivery:
             self.limiter.on_response(elapsed, congested=status == 429 or status >= 500, now=time.monotonic())
         self.metrics.http_requests.labels(str(status)).inc()
         message = "" if status < 300 else f"HTTP {status}: {response.text[:500]}"
-        return status, message, retry_after_s(response.headers.get("Retry-After"), time.time())
+        api_body = status >= 300 or is_api_body(response.headers.get("Content-Type"), len(response.content))
+        if not api_body:
+            content_type = response.headers.get("Content-Type", "none")[:100]
+            message = f"HTTP {status} with content type {content_type}"
+            self.metrics.http_not_json.inc()
+            if self._failure_log.allow("not_json"):
+                log.error(
+                    "Track API URL (host %s) answered HTTP %s with content type %s, not JSON: not the Track API "
+                    "(a web page, a login portal?); retrying, nothing is counted delivered or committed",
+                    self.host,
+                    status,
+                    content_type,
+                )
+        return status, message, retry_after_s(response.headers.get("Retry-After"), time.time()), api_body
 
     def _log_failure(self, kind: str, message: str) -> None:
         """Say why requests fail (TLS, DNS, refused...), once per kind every 30 s: retries are silent otherwise."""

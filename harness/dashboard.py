@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -307,6 +308,15 @@ def alert_timeline(alerts_series: list[dict[str, Any]]) -> dict[str, dict[str, t
     return out
 
 
+def true_quantile(latencies: list[tuple[float, float]], at: float, window_s: float, q: float) -> float | None:
+    """The q-quantile of the latencies of events accepted in (at - window_s, at]: what a panel's
+    histogram_quantile over rate(...[window]) estimates (nearest rank; None without events)."""
+    values = sorted(v for t, v in latencies if at - window_s < t <= at)
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(math.ceil(q * len(values)) - 1, 0))]
+
+
 def has_value(series: list[dict[str, Any]]) -> bool:
     """At least one series with at least one finite sample (NaN from histogram_quantile over
     nothing is no data)."""
@@ -413,12 +423,12 @@ class Outage:
 class SteadyProducer(threading.Thread):
     """Produces `rate` records a second until stopped, so every phase has traffic."""
 
-    def __init__(self, bootstrap: str, topic: str, values: list[bytes], rate: float) -> None:
+    def __init__(self, bootstrap: str, topic: str, encode: Callable[[int, float], bytes], rate: float) -> None:
         super().__init__(daemon=True)
         from confluent_kafka import Producer
 
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-        self.topic, self.values, self.rate = topic, values, rate
+        self.topic, self.encode, self.rate = topic, encode, rate
         self.halt = threading.Event()
         self.sent = 0
 
@@ -426,7 +436,7 @@ class SteadyProducer(threading.Thread):
         tick = 0.1
         while not self.halt.wait(tick):
             for _ in range(round(self.rate * tick)):
-                self.producer.produce(self.topic, self.values[self.sent % len(self.values)])
+                self.producer.produce(self.topic, self.encode(self.sent, time.time()))
                 self.sent += 1
             self.producer.poll(0)
         self.producer.flush(10)
@@ -439,6 +449,7 @@ class Incident:
     end: float
     delivered: int
     produced: int
+    latencies: list[tuple[float, float]]  # (accepted at, seconds since the record was produced), per event
 
 
 def play_incident(
@@ -489,7 +500,13 @@ def play_incident(
         + ", ".join(f"{a} {o}→{n}" for a, o, n in changed)
     )
 
-    values = [encode_raw(sample_record(i, "dash")) for i in range(500)]
+    def stamped(i: int, at: float) -> bytes:
+        """A record whose `enriched_at` (the event's `timestamp`) is when it was produced: the
+        stand-in's receipt time minus it is each event's true end-to-end latency."""
+        record = sample_record(i % 500, "dash")
+        record["enriched_at"] = int(at * 1000)
+        return encode_raw(record)
+
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KAFKA_TOPIC": topic,
@@ -516,13 +533,14 @@ def play_incident(
         time.sleep(0.2)
 
     phases: list[Phase] = []
-    steady = SteadyProducer(bootstrap, topic, values, rate=150)
+    steady = SteadyProducer(bootstrap, topic, stamped, rate=150)
     started = time.time()
     steady.start()
     # The backlog lands at once and drains at the pace of a loaded API (one request at a time,
     # 150 ms each): long enough to be seen at a 1 s scrape.
     api.serialize, api.delay_s = True, 0.15
     backlog = 30_000
+    values = [stamped(i, time.time()) for i in range(500)]
     kafkautil.produce(bootstrap, topic, [(None, values[i % len(values)]) for i in range(backlog)], partitions)
 
     def phase(name: str, seconds: float, until: Callable[[], bool] | None = None, max_s: float = 0) -> None:
@@ -552,7 +570,11 @@ def play_incident(
     code = procs["consumer-b"].stop(timeout_s=30)
     if code != 0:
         say(f"warning    consumer-b exited with {code}")
-    return Incident(phases, started, end, api.count(), total), prom, changed, names
+    latencies = [
+        (at, at - datetime.fromisoformat(e["timestamp"]).timestamp())
+        for e, at in zip(list(api.events), list(api.received_at), strict=True)
+    ]
+    return Incident(phases, started, end, api.count(), total, latencies), prom, changed, names
 
 
 # --------------------------------------------------------------------------- checking (I/O)
@@ -790,6 +812,29 @@ def _draw_heatmap(fig: Any, ax: Any, results: list[Result], t0: float) -> None:
     ax.set_yticklabels([s["metric"].get("le", "") for s in series], fontsize=6)
 
 
+def latency_against_truth(results: list[Result], incident: Incident) -> list[str]:
+    """The end-to-end latency panel's quantiles beside the true ones (from each event's own
+    timestamps, over the same rate window), the highest of each per phase."""
+    lines = []
+    for r in results:
+        m = re.match(
+            r"\s*histogram_quantile\(\s*([\d.]+)\s*,.*end_to_end_latency_seconds_bucket.*\[(\w+)\]", r.promql, re.S
+        )
+        if not m or not r.series:
+            continue
+        q, window = float(m.group(1)), parse_duration(m.group(2))
+        read = [(float(t), float(v)) for s in r.series for t, v in s.get("values", []) if math.isfinite(float(v))]
+        parts = []
+        for ph in incident.phases:
+            here = [(t, v) for t, v in read if ph.start <= t < ph.end]
+            truths = [true_quantile(incident.latencies, t, window, q) for t, _ in here]
+            known = [x for x in truths if x is not None]
+            if here and known:
+                parts.append(f"{ph.name} {max(v for _, v in here):.1f} (true {max(known):.1f})")
+        lines.append(f"  {r.query.panel} {r.query.legend or r.query.ref}, highest per phase, s: " + "; ".join(parts))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--png", type=Path, help="draw the dashboard from the results into this PNG")
@@ -832,6 +877,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"dashboard  {len(ok_panels)}/{len(shown)} panels, {len(ok_queries)}/{len(results)} queries with series"
             )
             all_results[path.name] = (dashboard, panels, results)
+        for _d, _p, results in all_results.values():
+            for line in latency_against_truth(results, incident):
+                say(f"latency   {line}")
         say(
             "alerts     (times from the incident's start; phases: "
             + ", ".join(

@@ -118,3 +118,42 @@ def test_400_storm_opens_the_breaker_instead_of_dead_lettering(kafka_bootstrap: 
     assert after["breaker_open"] == 0 and after["breaker_opened_total"] >= 1, after
     assert after["readyz"] == 200
     assert "treating it as an outage" in logs
+
+
+# ---- 2. a 200 that is not the Track API ----------------------------------------------------------------
+
+
+def test_200_html_commits_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A login page answering 200 text/html: nothing committed, a log line and a metric; then delivered."""
+    n = 1000
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
+    produce(kafka_bootstrap, topic, 0, n, "html")
+    portal = threading.Event()
+    portal.set()
+    page = (200, {"Content-Type": "text/html; charset=utf-8"}, b"<html><body>Please sign in</body></html>")
+    api = TrackApi(respond=lambda _e, _h: page if portal.is_set() else None).start()
+    env = consumer_env(kafka_bootstrap, topic, api, RETRY_BACKOFF_MAX_S="1")
+    group = env["KAFKA_GROUP_ID"]
+    try:
+        with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
+            # Without the rule every batch is "delivered" at once and no further request comes.
+            wait_until(
+                lambda: statuses(api, 200) >= 20 or fully_committed(kafka_bootstrap, group, topic, PARTITIONS),
+                120,
+                "20 answers from the portal, or everything committed",
+                proc.logs,
+            )
+            committed_during = committed_sum(kafka_bootstrap, group, topic)
+            m = proc.metrics()
+            not_json = m.get("group_enriched_http_not_json_total", 0.0)
+            portal.clear()
+            wait_until(lambda: fully_committed(kafka_bootstrap, group, topic, PARTITIONS), 120, "all committed")
+            assert proc.stop() == 0
+            logs = proc.logs()
+    finally:
+        api.kill()
+    line = next((x for x in logs.splitlines() if "text/html" in x), "")
+    report("200_html", records=n, committed_during_html=committed_during, not_json_answers=not_json, log=line)
+    assert committed_during == 0
+    assert not_json >= 20
+    assert "127.0.0.1" in line and "not the Track API" in line
