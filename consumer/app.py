@@ -175,6 +175,7 @@ class App:
             self._collect(wait_s=LOOP_WAIT_S)
             self.dead_letters.poll()
         abandoned = self.in_batches
+        self._learn_positions()  # outside consume(): a trailing transaction marker is committed too
         self._final_commit(max(self.drain_deadline - time.monotonic(), 1.0))
         self.close()
         log.info("consumer stopped", extra={"undelivered_left_uncommitted": abandoned})
@@ -264,6 +265,7 @@ class App:
         max_event = min(self.settings.max_event_bytes, self.settings.batch_max_bytes - 2)
         entries: list[tuple[bytes, Item]] = []  # (event, its record)
         append, consumed = entries.append, 0
+        registry_failed = False
         for i, m in enumerate(messages):
             if (err := m.error()) is not None:
                 log.warning("Kafka consume error: %s", err.str())
@@ -288,6 +290,7 @@ class App:
                 self.registry_retry_at = now + delay
                 self.metrics.retries.labels("schema_registry").inc()
                 log.warning("Schema Registry unavailable, retrying in %.1fs: %s", delay, exc)
+                registry_failed = True
                 break
             except Unconvertible as exc:
                 self._dead_letter(m, track(partition, m.offset()), dead_letter_reason(exc), str(exc))
@@ -296,6 +299,9 @@ class App:
                 if (headers := m.headers()) is not None:  # rare: kept aside, not in the hot batch items
                     self.headers_of[ticket] = headers
                 append((encoded, (ticket, m.timestamp()[1], m.key(), value)))
+        if registry_failed != self.health.registry_failing:  # visible until the waiting records decode
+            self.health.registry_failing = registry_failed
+            self.metrics.schema_registry_failing.set(int(registry_failed))
         if entries:
             self.registry_attempt = 0
             for batch in self.batcher.add(entries, now):

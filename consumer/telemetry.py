@@ -73,6 +73,11 @@ class Metrics:
             p + "records_skipped", "Records neither delivered nor dead-lettered.", ["reason"], registry=r
         )
         self.auth_failing = Gauge(p + "auth_failing", "1 while the Track API refuses the token.", registry=r)
+        self.schema_registry_failing = Gauge(
+            p + "schema_registry_failing",
+            "1 while records wait on a Schema Registry that cannot answer (down, TLS, 401/403).",
+            registry=r,
+        )
         self.breaker_open = Gauge(
             p + "breaker_open", "1 while the Track API refuses every event (held, not dead-lettered).", registry=r
         )
@@ -173,6 +178,7 @@ class Health:
         self.auth_failing = False
         self.dead_letters_stuck = False  # a dead letter the broker refuses holds its partition up
         self.breaker_open = False  # the Track API refuses every event: an outage (consumer/breaker.py)
+        self.registry_failing = False  # records wait on a Schema Registry that cannot answer
 
     def beat(self) -> None:
         self._beat = time.monotonic()
@@ -186,6 +192,7 @@ class Health:
             self.auth_failing,
             self.dead_letters_stuck,
             self.breaker_open,
+            self.registry_failing,
         ]
         ok = self.in_group and self.alive() and not any(causes)
         self._metrics.ready.set(1 if ok else 0)
