@@ -66,7 +66,6 @@ class App:
         self.in_batches = 0  # events in `ready` and `inflight`
         self.registry_retry_at = 0.0
         self.registry_attempt = 0
-        self.registry_down_since: float | None = None  # first failure of the current registry outage
         self.stopping = False
         self.drain_deadline = 0.0  # while draining, how long a revoke may wait for in-flight batches
         self.last_commit = 0.0
@@ -178,6 +177,7 @@ class App:
             self._collect(wait_s=LOOP_WAIT_S)
             self.dead_letters.poll()
         abandoned = self.in_batches
+        self._learn_positions()  # outside consume(): a trailing transaction marker is committed too
         self._final_commit(max(self.drain_deadline - time.monotonic(), 1.0))
         self.close()
         log.info("consumer stopped", extra={"undelivered_left_uncommitted": abandoned})
@@ -267,6 +267,7 @@ class App:
         max_event = min(self.settings.max_event_bytes, self.settings.batch_max_bytes - 2)
         entries: list[tuple[bytes, Item]] = []  # (event, its record)
         append, consumed = entries.append, 0
+        registry_failed = False
         for i, m in enumerate(messages):
             if (err := m.error()) is not None:
                 log.warning("Kafka consume error: %s", err.str())
@@ -291,7 +292,7 @@ class App:
                 self.registry_retry_at = now + delay
                 self.metrics.retries.labels("schema_registry").inc()
                 log.warning("Schema Registry unavailable, retrying in %.1fs: %s", delay, exc)
-                self._registry_reachable(False, now)
+                registry_failed = True
                 break
             except Unconvertible as exc:
                 self._dead_letter(m, track(partition, m.offset()), dead_letter_reason(exc), str(exc))
@@ -300,26 +301,14 @@ class App:
                 if (headers := m.headers()) is not None:  # rare: kept aside, not in the hot batch items
                     self.headers_of[ticket] = headers
                 append((encoded, (ticket, m.timestamp()[1], m.key(), value)))
+        if registry_failed != self.health.registry_failing:  # visible until the waiting records decode
+            self.health.registry_failing = registry_failed
+            self.metrics.schema_registry_failing.set(int(registry_failed))
         if entries:
             self.registry_attempt = 0
-            self._registry_reachable(True, now)
             for batch in self.batcher.add(entries, now):
                 self._close_batch(batch)
         self.metrics.records_consumed.inc(consumed)
-
-    def _registry_reachable(self, ok: bool, now: float) -> None:
-        """Past SCHEMA_REGISTRY_UNREACHABLE_GRACE_S of failures, the pod is not ready (and alerts)."""
-        if ok:
-            if self.registry_down_since is not None:
-                self.registry_down_since = None
-                self.health.registry_unreachable = False
-                self.metrics.registry_unreachable.set(0)
-            return
-        if self.registry_down_since is None:
-            self.registry_down_since = now
-        if now - self.registry_down_since >= self.settings.schema_registry_unreachable_grace_s:
-            self.health.registry_unreachable = True
-            self.metrics.registry_unreachable.set(1)
 
     def _close_batch(self, batch: Batch) -> None:
         self.ready.append(batch)
@@ -393,7 +382,12 @@ class App:
         Records after a stuck one could be delivered but never committed, and a restart would
         send them all again: pausing bounds that to what was already fetched.
         """
-        stuck = self.dead_letters.stuck_partitions() & set(self.tracker.owned())
+        owned = set(self.tracker.owned())
+        if orphans := self.dead_letters.stuck_partitions() - owned:
+            # A rejected event of a batch that finished after its partition was revoked: its ack
+            # would be ignored, and the next owner dead-letters the record again.
+            self.dead_letters.forget(orphans)
+        stuck = self.dead_letters.stuck_partitions()
         if stuck != self.held:
             self.source.set_paused(sorted(stuck - self.held), True)
             if not self.budget.paused:  # else flow control resumes them with the rest

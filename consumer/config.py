@@ -63,7 +63,6 @@ class Settings(BaseSettings):
     idempotency_key: bool = False
     breaker_refused_events: int = Field(100, ge=0)  # 0: no breaker (consumer/breaker.py)
     retry_after_max_s: float = Field(60.0, gt=0)  # the longest Retry-After honoured
-    schema_registry_unreachable_grace_s: float = Field(60.0, ge=0)  # then /readyz 503
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **_sources):  # type: ignore[no-untyped-def]

@@ -264,6 +264,7 @@ def test_registry_behind_basic_auth_and_a_private_ca(apicurio: Apicurio, kafka_b
     assert stalls["no CA"]["tls_failures"] > 0 and stalls["no credentials"]["refused_401"] > 0
     for figures in stalls.values():
         assert figures["delivered"] == 0 and figures["dead_lettered"] == 0 and figures["committed"] == 0
+        assert figures["readyz"] == 503
     assert exact == len(records) and _dead(m) == 0
     assert leaks == []
 
