@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 
 from harness import kafkautil
 from harness.kafka import free_port
@@ -43,7 +44,15 @@ def produce(bootstrap: str, topic: str, start: int, n: int, tag: str) -> None:
 
 
 def committed_sum(bootstrap: str, group: str, topic: str) -> int:
-    return sum(max(o, 0) for o in kafkautil.committed_offsets(bootstrap, group, topic, PARTITIONS).values())
+    """Offsets committed over the partitions; asked again while the group's coordinator is not settled."""
+    for _ in range(40):
+        try:
+            offsets = kafkautil.committed_offsets(bootstrap, group, topic, PARTITIONS)
+        except KafkaException:  # NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS: a new group, a busy broker
+            time.sleep(0.25)
+            continue
+        return sum(max(o, 0) for o in offsets.values())
+    raise TimeoutError(f"no committed offsets for {group} after 40 tries")
 
 
 def rejected(m: dict[str, float]) -> float:
