@@ -61,6 +61,7 @@ class App:
         self.inbox: list[Message] = []  # consumed, waiting for the Schema Registry
         self.ready: deque[Batch] = deque()  # closed batches waiting for a delivery slot
         self.inflight: dict[Future[Outcome], Batch] = {}
+        self.headers_of: dict[Ticket, list] = {}  # batched records that carry headers, for their dead letter
         self.outcomes: queue.SimpleQueue[Future[Outcome]] = queue.SimpleQueue()
         self.in_batches = 0  # events in `ready` and `inflight`
         self.registry_retry_at = 0.0
@@ -87,11 +88,15 @@ class App:
             self.health,
             self.limiter,
             settings.track_api_ca_bundle,
+            settings.track_api_auth,
         )
         self.pool = ThreadPoolExecutor(settings.max_inflight_requests, thread_name_prefix="delivery")
         self.source = Source(settings, overrides, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
         shared = common_config(settings, overrides)
-        self.dead_letters = DeadLetters(shared, settings.kafka_dlq_topic, self._dead_lettered)
+        self.dead_letters = DeadLetters(
+            shared, settings.kafka_dlq_topic, self._dead_lettered, self.metrics, settings.retry_backoff_max_s
+        )
+        self.held: set[int] = set()  # partitions paused because a dead letter of theirs is refused
 
     # ---- lifecycle -------------------------------------------------------------------------------
 
@@ -133,7 +138,8 @@ class App:
         attempt, say = 0, Throttle(30.0)
         while not self.stopping:
             try:
-                ensure_topic(admin, self.topic, self.settings.kafka_dlq_topic)
+                source_max_bytes = ensure_topic(admin, self.topic, self.settings.kafka_dlq_topic)
+                self.dead_letters.fit(source_max_bytes)
                 return True
             except KafkaUnreachable as exc:
                 if say.allow():
@@ -227,8 +233,10 @@ class App:
         commit_due = now - self.last_commit >= self.settings.commit_interval_ms / 1000
         if self.dead_letters.pending or commit_due:  # polling gives up the GIL: only when useful
             self.dead_letters.poll()
+            self._hold_for_dead_letters()
         self._flow_control()
         if commit_due:
+            self._learn_positions()
             self._commit(wait=False)
         self.health.beat()
 
@@ -283,6 +291,8 @@ class App:
                 self._dead_letter(m, track(partition, m.offset()), dead_letter_reason(exc), str(exc))
             else:
                 ticket = track(partition, m.offset())
+                if (headers := m.headers()) is not None:  # rare: kept aside, not in the hot batch items
+                    self.headers_of[ticket] = headers
                 append((encoded, (ticket, m.timestamp()[1], m.key(), value)))
         if entries:
             self.registry_attempt = 0
@@ -328,9 +338,19 @@ class App:
             self.metrics.e2e_latency.observe_many([now_s - timestamp_ms / 1000 for _, timestamp_ms, _, _ in delivered])
             self.metrics.events_delivered.inc(len(delivered))
             self.metrics.last_progress.set(now_s)
+            if self.headers_of:
+                for ticket, _, _, _ in delivered:
+                    self.headers_of.pop(ticket, None)
         for (ticket, _, key, value), status, message in outcome.rejected:
             self.dead_letters.send(
-                ticket, self.topic, key, value, "rejected", message, {"dlq.http.status": str(status)}
+                ticket,
+                self.topic,
+                key,
+                value,
+                "rejected",
+                message,
+                {"dlq.http.status": str(status)},
+                original=self.headers_of.pop(ticket, None),
             )
 
     def _dead_letter(self, m: Message, ticket: Ticket, reason: str, message: str) -> None:
@@ -340,14 +360,34 @@ class App:
             "dead-lettering record",
             extra={"partition": partition, "offset": offset, "reason": reason, "error": message},
         )
-        self.dead_letters.send(ticket, self.topic, m.key(), m.value(), reason, message)
+        self.dead_letters.send(ticket, self.topic, m.key(), m.value(), reason, message, original=m.headers())
 
     def _dead_lettered(self, ticket: Ticket, reason: str) -> None:
         self.tracker.ack(ticket)
         self.metrics.dead_lettered.labels(reason).inc()
 
+    def _hold_for_dead_letters(self) -> None:
+        """Pause a partition while a dead letter of its is refused; resume it once the letter is stored.
+
+        Records after a stuck one could be delivered but never committed, and a restart would
+        send them all again: pausing bounds that to what was already fetched.
+        """
+        stuck = self.dead_letters.stuck_partitions() & set(self.tracker.owned())
+        if stuck != self.held:
+            self.source.set_paused(sorted(stuck - self.held), True)
+            if not self.budget.paused:  # else flow control resumes them with the rest
+                self.source.set_paused(sorted(self.held - stuck), False)
+            log.info(
+                "dead letters: partitions held",
+                extra={"held": sorted(stuck), "added": sorted(stuck - self.held), "freed": sorted(self.held - stuck)},
+            )
+            self.held = stuck
+        self.health.dead_letters_stuck = self.dead_letters.stuck > 0
+        self.metrics.dead_letters_stuck.set(self.dead_letters.stuck)
+
     def _buffered(self) -> int:
-        return len(self.inbox) + len(self.batcher) + self.in_batches
+        # Pending dead letters count too: the producer's queue is memory like any other buffer.
+        return len(self.inbox) + len(self.batcher) + self.in_batches + self.dead_letters.pending
 
     def _flow_control(self) -> None:
         buffered = self._buffered()
@@ -355,7 +395,8 @@ class App:
         decision = self.budget.update(buffered)
         if decision is not None:
             owned = self.tracker.owned()
-            self.source.set_paused(owned, decision)
+            # A partition held for a refused dead letter stays paused when flow control resumes.
+            self.source.set_paused(owned if decision else [p for p in owned if p not in self.held], decision)
             self.metrics.paused.set(len(owned) if decision else 0)
             log.info(
                 "flow control: %s %d partitions at %d buffered events",
@@ -363,6 +404,17 @@ class App:
                 len(owned),
                 buffered,
             )
+
+    def _learn_positions(self) -> None:
+        """Tell the tracker where the consumer stands, so a commit can pass offsets that hold no
+        record (transaction markers, aborted transactions). Only here, between consume() calls:
+        every record consume() handed out is tracked by now, except those waiting in the inbox
+        (their partitions are skipped). Inside a rebalance callback consume() may hold records
+        not yet returned, so the revoke and shutdown commits use what was learned here."""
+        waiting = {m.partition() for m in self.inbox}
+        for partition, offset in self.source.positions(self.tracker.owned()).items():
+            if partition not in waiting:
+                self.tracker.learn_position(partition, offset)
 
     def _commit(self, wait: bool, partitions: set[int] | None = None) -> None:
         self.last_commit = time.monotonic()
@@ -419,6 +471,13 @@ class App:
         self.ready = kept
 
     def _release(self, parts: set[int]) -> None:
+        self.dead_letters.forget(parts)  # the next owner dead-letters those records again
+        if held := parts & self.held:
+            # librdkafka keeps a pause across revoke and re-assign: a partition must come back unheld.
+            self.source.set_paused(sorted(held), False)
+            self.held -= held
+        if self.headers_of:
+            self.headers_of = {t: h for t, h in self.headers_of.items() if t[0] not in parts}
         for p in parts:
             self.tracker.revoke(p)
             self.metrics.forget_partition(self.topic, p)
@@ -430,7 +489,9 @@ class App:
 def build_decoder(settings: Settings) -> dec.Decoder:
     reader = dec.load_schema()
     if settings.schema_registry_url is not None:
-        return dec.ConfluentDecoder(reader, dec.registry_fetcher(str(settings.schema_registry_url)))
+        from consumer.registry import RegistryClient  # builds the client now: a bad property stops start-up
+
+        return dec.ConfluentDecoder(reader, dec.registry_fetcher(client=RegistryClient(settings).current))
     writer = None
     if settings.avro_writer_schema_file is not None:
         try:

@@ -58,9 +58,10 @@ def setup_logging(level: str = "INFO") -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if args:
-        print("usage: group-enriched-consumer (configured by environment variables; see README)", file=sys.stderr)
-        return 0 if args[0] in ("-h", "--help") else 2
+    if args:  # an operator tool (inspect, dlq, offsets) or --help; none runs the consumer
+        from consumer.ops.cli import main as tool
+
+        return tool(args)
     setup_logging()
     log = logging.getLogger("consumer")
     try:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_CFG_PREFIX = "KAFKA_CFG_"
+SCHEMA_REGISTRY_CFG_PREFIX = "SCHEMA_REGISTRY_CFG_"
 DEFAULT_TRACK_API_URL = "https://api.app.thrivestack.ai/api/track"
 
 
@@ -35,11 +37,18 @@ class Settings(BaseSettings):
     track_api_url: AnyHttpUrl = AnyHttpUrl(DEFAULT_TRACK_API_URL)
     track_api_token: SecretStr | None = None
     track_api_token_file: Path | None = None
+    # Which header carries the token: `Authorization: Bearer <token>` or `x-api-key: <token>`.
+    track_api_auth: Literal["bearer", "x-api-key"] = "bearer"
     metrics_port: int = Field(9400, ge=0, le=65535)
     batch_max_events: int = Field(500, ge=1, le=100_000)
     batch_max_bytes: int = Field(1_048_576, ge=1024)
     batch_linger_ms: int = Field(200, ge=0, le=60_000)
     avro_writer_schema_file: Path | None = None
+    # Schema Registry client: SCHEMA_REGISTRY_CFG_<NAME> properties (checked by consumer/registry.py at
+    # start-up) and secrets from files, re-read when they change.
+    schema_registry_cfg: dict[str, str] = Field(default_factory=dict, exclude=True)
+    schema_registry_basic_auth_user_info_file: Path | None = None
+    schema_registry_bearer_auth_token_file: Path | None = None
     # Added settings (docs/configuration.md says why each exists).
     max_inflight_requests: int = Field(8, ge=1, le=256)
     buffer_max_events: int = Field(20_000, ge=1)
@@ -73,6 +82,15 @@ class Settings(BaseSettings):
             object.__setattr__(self, "track_api_token", SecretStr(token))
         if self.avro_writer_schema_file is not None and self.schema_registry_url is not None:
             raise ValueError("AVRO_WRITER_SCHEMA_FILE applies to raw Avro only; unset it or SCHEMA_REGISTRY_URL")
+        if self.schema_registry_url is None:
+            registry_only = [SCHEMA_REGISTRY_CFG_PREFIX + k.upper().replace(".", "_") for k in self.schema_registry_cfg]
+            registry_only += [
+                name.upper()
+                for name in ("schema_registry_basic_auth_user_info_file", "schema_registry_bearer_auth_token_file")
+                if getattr(self, name) is not None
+            ]
+            if registry_only:
+                raise ValueError(f"{registry_only[0]} applies only with SCHEMA_REGISTRY_URL; set it or unset this")
         return self
 
     @property
@@ -89,11 +107,20 @@ def kafka_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def registry_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """`SCHEMA_REGISTRY_CFG_BASIC_AUTH_USER_INFO=u:p` → `{"basic.auth.user.info": "u:p"}`."""
+    return {
+        name[len(SCHEMA_REGISTRY_CFG_PREFIX) :].lower().replace("_", "."): value
+        for name, value in environ.items()
+        if name.startswith(SCHEMA_REGISTRY_CFG_PREFIX) and len(name) > len(SCHEMA_REGISTRY_CFG_PREFIX)
+    }
+
+
 def load(environ: Mapping[str, str] | None = None) -> tuple[Settings, dict[str, str]]:
     """Settings and librdkafka overrides, or `ConfigError` naming the first bad setting."""
     env = dict(os.environ if environ is None else environ)
     try:
-        settings = Settings(_env_file=None, **_from_env(env))
+        settings = Settings(_env_file=None, **_from_env(env), schema_registry_cfg=registry_overrides(env))
     except ValidationError as exc:
         raise ConfigError(_one_line(exc)) from None
     if settings.track_api_token_file is not None:
@@ -102,6 +129,9 @@ def load(environ: Mapping[str, str] | None = None) -> tuple[Settings, dict[str, 
         _check_readable(settings.avro_writer_schema_file, "AVRO_WRITER_SCHEMA_FILE")
     if settings.track_api_ca_bundle is not None:
         _check_readable(settings.track_api_ca_bundle, "TRACK_API_CA_BUNDLE")
+    for name in ("schema_registry_basic_auth_user_info_file", "schema_registry_bearer_auth_token_file"):
+        if (path := getattr(settings, name)) is not None:
+            _check_readable(path, name.upper())
     return settings, kafka_overrides(env)
 
 
@@ -116,13 +146,16 @@ def redacted(settings: Settings, overrides: dict[str, str]) -> dict[str, object]
     for key, value in overrides.items():
         secret = any(word in key for word in _SECRET_WORDS) and not key.endswith(".location")
         out["KAFKA_CFG_" + key.upper().replace(".", "_")] = "<redacted>" if secret else value
+    for key, value in settings.schema_registry_cfg.items():
+        secret = any(word in key for word in (*_SECRET_WORDS, "user.info")) and not key.endswith(".location")
+        out[SCHEMA_REGISTRY_CFG_PREFIX + key.upper().replace(".", "_")] = "<redacted>" if secret else value
     return out
 
 
 def _from_env(env: Mapping[str, str]) -> dict[str, str]:
     # Passing values explicitly (not letting pydantic read os.environ) keeps `load` testable with any mapping.
     fields = Settings.model_fields
-    return {k.lower(): v for k, v in env.items() if k.lower() in fields}
+    return {k.lower(): v for k, v in env.items() if k.lower() in fields and k.lower() != "schema_registry_cfg"}
 
 
 def _one_line(exc: ValidationError) -> str:

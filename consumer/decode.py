@@ -5,6 +5,9 @@
 - Confluent framing: 0x00, a big-endian int32 schema id, then Avro binary. The writer
   schema is fetched by id from the Schema Registry once and cached; every record is
   resolved into the bundled reader schema, so older and newer writers both decode.
+  A writer schema registered with references (a named type that is its own subject,
+  e.g. `Company`) has its referenced schemas fetched by subject and version, recursively
+  and once each, and parsed as named types before it.
 
 Errors: `DecodeError` is permanent (dead-letter as decode_error);
 `RegistryUnavailable` is transient (retry later, never dead-letter).
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
 from typing import Any, Protocol
@@ -50,13 +54,24 @@ def load_schema(path: Path | None = None) -> dict[str, Any]:
     return json.loads((path or schema_path()).read_text())
 
 
+@dataclass(frozen=True)
+class WriterSchema:
+    """A writer schema and the schemas its references name, dependencies first."""
+
+    schema: dict[str, Any]
+    named: tuple[Any, ...] = ()
+
+
 class _Resolver:
     """Reads Avro binary written with one writer schema into the reader schema."""
 
-    def __init__(self, writer: dict[str, Any], reader: dict[str, Any]) -> None:
+    def __init__(self, writer: dict[str, Any], reader: dict[str, Any], named: tuple[Any, ...] = ()) -> None:
         # Timestamps stay epoch millis: transform formats them faster than fastavro builds datetimes.
         writer, reader = _plain_timestamps(writer), _plain_timestamps(reader)
-        self._writer = parse_schema(writer)
+        named_schemas: dict[str, Any] = {}
+        for schema in named:  # referenced types first, so the writer can name them
+            parse_schema(_plain_timestamps(schema), named_schemas=named_schemas)
+        self._writer = parse_schema(writer, named_schemas=named_schemas)
         same = to_parsing_canonical_form(self._writer) == to_parsing_canonical_form(parse_schema(reader))
         # Skipping resolution when the schemas are equal halves the decode time.
         self._reader = None if same else parse_schema(reader)
@@ -96,7 +111,7 @@ class RawDecoder:
         return self._resolver.read(value)
 
 
-SchemaFetcher = Callable[[int], dict[str, Any]]
+SchemaFetcher = Callable[[int], "dict[str, Any] | WriterSchema"]
 """Returns the writer schema for an id; raises DecodeError (unknown id) or RegistryUnavailable."""
 
 
@@ -115,38 +130,76 @@ class ConfluentDecoder:
         resolver = self._resolvers.get(schema_id)
         if resolver is None:
             writer = self._fetch(schema_id)
+            if not isinstance(writer, WriterSchema):
+                writer = WriterSchema(writer)
             try:
-                resolver = _Resolver(writer, self._reader)
+                resolver = _Resolver(writer.schema, self._reader, writer.named)
             except Exception as exc:  # an unparsable or unresolvable writer schema is permanent
                 raise DecodeError(f"schema id {schema_id} cannot be read: {exc}") from None
             self._resolvers[schema_id] = resolver
         return resolver.read(value, 5)
 
 
-def registry_fetcher(url: str, client_config: dict[str, Any] | None = None) -> SchemaFetcher:
-    """Fetch writer schemas with confluent-kafka's Schema Registry client (it caches and retries)."""
+def registry_fetcher(
+    url: str | None = None, client_config: dict[str, Any] | None = None, *, client: Callable[[], Any] | None = None
+) -> SchemaFetcher:
+    """Fetch writer schemas with confluent-kafka's Schema Registry client (it caches).
+
+    `client` returns the client to use (consumer/registry.py rebuilds it when a secret file
+    changes); without it, one is made from `url` and `client_config`.
+    """
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.schema_registry.error import SchemaRegistryError
 
-    # No retries inside the client: each would block the main loop; the app retries with backoff.
-    client = SchemaRegistryClient({"url": url, "max.retries": 0, **(client_config or {})})
+    if client is None:
+        # No retries inside the client: each would block the main loop; the app retries with backoff.
+        fixed = SchemaRegistryClient({"url": url, "max.retries": 0, **(client_config or {})})
+        client = lambda: fixed  # noqa: E731
 
-    def fetch(schema_id: int) -> dict[str, Any]:
+    # Referenced schemas by (subject, version): immutable once registered, so cached for good.
+    referenced: dict[tuple[str, int], tuple[Any, list[Any]]] = {}
+
+    def call(what: str, request: Callable[[], Any], not_found: tuple[int, ...]) -> Any:
         try:
-            schema = client.get_schema(schema_id)
+            return request()
         except SchemaRegistryError as exc:
-            # 40403 is the registry's own "schema not found"; a bare 404 is more likely a wrong
+            # The registry's own "not found" codes are permanent; a bare 404 is more likely a wrong
             # SCHEMA_REGISTRY_URL, which must stall (and alert) rather than dead-letter everything.
-            if exc.http_status_code == 404 and exc.error_code == SCHEMA_NOT_FOUND:
-                raise DecodeError(f"schema id {schema_id} is unknown to the Schema Registry") from None
+            if exc.http_status_code == 404 and exc.error_code in not_found:
+                raise DecodeError(f"{what} is unknown to the Schema Registry") from None
             raise RegistryUnavailable(f"Schema Registry error {exc.http_status_code}: {exc.error_message}") from None
         except Exception as exc:  # connection refused, timeout, TLS: the registry may come back
             raise RegistryUnavailable(f"Schema Registry unreachable: {type(exc).__name__}: {exc}") from None
+
+    def avro(what: str, schema: Any) -> Any:
         if schema.schema_type not in (None, "AVRO"):
-            raise DecodeError(f"schema id {schema_id} is {schema.schema_type}, not AVRO")
+            raise DecodeError(f"{what} is {schema.schema_type}, not AVRO")
         try:
             return json.loads(schema.schema_str)
         except ValueError as exc:
-            raise DecodeError(f"schema id {schema_id} is not valid JSON: {exc}") from None
+            raise DecodeError(f"{what} is not valid JSON: {exc}") from None
+
+    def resolve(references: list[Any], seen: set[tuple[str, int]], out: list[Any]) -> None:
+        """Append the referenced schemas to `out`, each after its own references, each once."""
+        for ref in references or ():
+            key = (ref.subject, int(ref.version))
+            if key in seen:
+                continue
+            seen.add(key)
+            if key not in referenced:
+                what = f"referenced schema {ref.subject} version {ref.version}"
+                registered = call(what, lambda k=key: client().get_version(*k), (40401, 40402))
+                referenced[key] = (avro(what, registered.schema), list(registered.schema.references or ()))
+            schema, nested = referenced[key]
+            resolve(nested, seen, out)
+            out.append(schema)
+
+    def fetch(schema_id: int) -> WriterSchema:
+        what = f"schema id {schema_id}"
+        schema = call(what, lambda: client().get_schema(schema_id), (SCHEMA_NOT_FOUND,))
+        writer = avro(what, schema)
+        named: list[Any] = []
+        resolve(list(schema.references or ()), set(), named)
+        return WriterSchema(writer, tuple(named))
 
     return fetch

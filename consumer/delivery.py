@@ -11,6 +11,7 @@ import os
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,17 +43,29 @@ class Outcome:
 
 
 class TokenSource:
-    """The bearer token, from the environment or from a file re-read when it changes."""
+    """A secret (the Track API token by default), from the environment or from a file re-read when it changes.
 
-    def __init__(self, token: str | None = None, path: Path | None = None) -> None:
+    `name` is the setting named in messages (never the value); `valid` says whether a value is usable.
+    The Schema Registry's secret files use it too (consumer/registry.py).
+    """
+
+    def __init__(
+        self,
+        token: str | None = None,
+        path: Path | None = None,
+        name: str = "TRACK_API_TOKEN_FILE",
+        valid: Callable[[str], bool] = valid_token,
+    ) -> None:
         self._path = path
+        self._name = name
+        self._valid = valid
         self._token = token or ""
         self._stamp: tuple[float, int] | None = None
         self._lock = threading.Lock()
         if path is not None:
             self.refresh()
             if not self._token:
-                raise ConfigError("TRACK_API_TOKEN_FILE is invalid: no usable token (empty, or not printable ASCII)")
+                raise ConfigError(f"{name} is invalid: no usable value (empty, or not printable ASCII)")
 
     def get(self) -> str:
         if self._path is not None:
@@ -70,14 +83,14 @@ class TokenSource:
                 return
             token = self._path.read_text().strip()
         except OSError as exc:
-            log.warning("cannot re-read TRACK_API_TOKEN_FILE; keeping the current token: %s", exc.strerror)
+            log.warning("cannot re-read %s; keeping the current value: %s", self._name, exc.strerror)
             return
         with self._lock:
             self._stamp = stamp
-            if valid_token(token):
+            if self._valid(token):
                 self._token = token
             elif token:
-                log.warning("TRACK_API_TOKEN_FILE holds no usable token (not printable ASCII); keeping the current one")
+                log.warning("%s holds no usable value (not printable ASCII); keeping the current one", self._name)
 
 
 class RetryGate:
@@ -99,6 +112,11 @@ class RetryGate:
         return not stop.is_set()
 
 
+def auth_header(scheme: str, token: str) -> tuple[str, str]:
+    """The request header that carries the token, for TRACK_API_AUTH (`bearer` or `x-api-key`)."""
+    return ("x-api-key", token) if scheme == "x-api-key" else ("Authorization", f"Bearer {token}")
+
+
 class Delivery:
     def __init__(
         self,
@@ -111,8 +129,10 @@ class Delivery:
         health: Health,
         limiter: ConcurrencyLimit,
         ca_bundle: Path | None = None,
+        auth: str = "bearer",
     ) -> None:
         self.url = url
+        self.auth = auth
         self.limiter = limiter
         self.tokens = tokens
         self.backoff_max_s = backoff_max_s
@@ -186,7 +206,9 @@ class Delivery:
 
     def _post(self, body: bytes, events: int) -> tuple[int | None, str, float | None]:
         """One request: (status or None, short message, Retry-After seconds or None)."""
-        headers = {"Authorization": f"Bearer {self.tokens.get()}"}
+        token = self.tokens.get()
+        name, value = auth_header(self.auth, token)
+        headers = {name: value}
         self.metrics.batch_events.observe(events)
         started = time.perf_counter()
         try:
@@ -196,8 +218,7 @@ class Delivery:
             self.metrics.http_duration.observe(elapsed)
             self.metrics.http_requests.labels("error").inc()
             self.limiter.on_response(elapsed, congested=True, now=time.monotonic())
-            message = f"{type(exc).__name__}: {exc}".replace(headers["Authorization"], "Bearer <redacted>")
-            message = message.replace(self.tokens.get(), "<redacted>")  # httpx quotes bad header values whole
+            message = f"{type(exc).__name__}: {exc}".replace(token, "<redacted>")  # httpx quotes bad headers whole
             self._log_failure(type(exc).__name__, message)
             return None, message, None
         elapsed = time.perf_counter() - started

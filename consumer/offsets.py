@@ -4,6 +4,12 @@ Every consumed record is tracked; it is acked once delivered, dead-lettered or s
 The committable offset of a partition is one past the longest acked prefix: nothing
 below it is still open, so committing it can never skip an undelivered record.
 
+Offsets that hold no record for us (transaction markers, aborted transactions skipped under
+`read_committed`, records removed by compaction) are never tracked. A committable offset one
+past the last acked record would stop short of them forever; so the tracker also learns the
+consumer's position (the next offset it will hand out) and, while no record of the partition
+is open, may commit up to it.
+
 Each assignment of a partition gets a new generation. A ticket from an earlier
 generation (a batch that finished after its partition was revoked) is ignored, so a
 late result can never commit for a partition this process no longer owns.
@@ -22,7 +28,7 @@ Ticket = tuple[int, int, int]
 
 
 class _Partition:
-    __slots__ = ("acked", "committed", "generation", "next_offset", "open")
+    __slots__ = ("acked", "committed", "generation", "next_offset", "open", "position")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
@@ -30,6 +36,7 @@ class _Partition:
         self.acked: set[int] = set()  # acked offsets still above the watermark
         self.next_offset: int | None = None  # the committable offset: everything below is done
         self.committed: int | None = None
+        self.position: int | None = None  # the consumer's position: nothing below it is left to read
 
 
 class OffsetTracker:
@@ -77,17 +84,37 @@ class OffsetTracker:
                 p.next_offset = offset + 1
         return counted
 
+    def learn_position(self, partition: int, offset: int) -> None:
+        """The consumer's position: every offset below it was tracked or holds no record for us.
+
+        The caller must have tracked every record the consumer handed out below `offset`
+        (librdkafka's position is one past the last record handed out, and past control
+        records and aborted ranges it skipped). A negative offset (not known yet) is ignored.
+        """
+        p = self._partitions.get(partition)
+        if p is not None and offset >= 0 and (p.position is None or offset > p.position):
+            p.position = offset
+
     def open_count(self, partition: int) -> int:
         p = self._partitions.get(partition)
         return len(p.open) if p else 0
 
     def committable(self, partitions: set[int] | None = None) -> dict[int, int]:
-        """Offsets to commit now: partitions whose watermark moved past the last commit."""
-        return {
-            n: p.next_offset
-            for n, p in self._partitions.items()
-            if p.next_offset is not None and p.next_offset != p.committed and (partitions is None or n in partitions)
-        }
+        """Offsets to commit now: partitions whose watermark moved past the last commit.
+
+        The watermark is one past the longest acked prefix; while no record is open, the
+        consumer's position if that is further (it passes offsets that hold no record).
+        """
+        out = {}
+        for n, p in self._partitions.items():
+            if partitions is not None and n not in partitions:
+                continue
+            offset = p.next_offset
+            if not p.open and p.position is not None and (offset is None or p.position > offset):
+                offset = p.position
+            if offset is not None and offset != p.committed:
+                out[n] = offset
+        return out
 
     def committed(self, partition: int, offset: int) -> None:
         """The broker acknowledged a commit of `offset`."""

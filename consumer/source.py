@@ -117,6 +117,17 @@ class Source:
         if tps:
             (self.consumer.pause if paused else self.consumer.resume)(tps)
 
+    def positions(self, partitions: list[int]) -> dict[int, int]:
+        """The consumer's position per partition: one past the last record handed out, and past the
+        control records and aborted transactions it skipped; partitions with none yet are left out."""
+        if not partitions:
+            return {}
+        try:
+            tps = self.consumer.position([TopicPartition(self.topic, p) for p in partitions])
+        except KafkaException:
+            return {}
+        return {tp.partition: tp.offset for tp in tps if tp.error is None and tp.offset >= 0}
+
     def commit(self, offsets: dict[int, int], wait: bool) -> None:
         """Commit `offsets` (next offset to read, per partition); failures are retried next time."""
         if not offsets:

@@ -16,6 +16,8 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.utils import floatToGoString
 
+from consumer.dlqpolicy import ERROR_KINDS
+
 log = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
@@ -56,7 +58,20 @@ class Metrics:
         self.last_progress = Gauge(
             p + "last_progress_timestamp_seconds", "Unix time of the last delivered or committed record.", registry=r
         )
+        self.dead_letter_failures = Counter(
+            p + "dead_letter_failures",
+            "Dead-letter writes refused by the broker or the producer, by kind.",
+            ["error"],
+            registry=r,
+        )
+        self.dead_letters_stuck = Gauge(
+            p + "dead_letters_stuck",
+            "Dead letters refused and not yet stored; their partitions are paused.",
+            registry=r,
+        )
         # Series that exist from start-up at 0, so increase() and rate() see their first event.
+        for kind in ERROR_KINDS:
+            self.dead_letter_failures.labels(kind)
         for reason in ("decode_error", "invalid_record", "rejected"):
             self.dead_lettered.labels(reason)
         for event in ("assigned", "revoked", "lost"):
@@ -125,6 +140,7 @@ class Health:
         self.in_group = False
         self.draining = False
         self.auth_failing = False
+        self.dead_letters_stuck = False  # a dead letter the broker refuses holds its partition up
 
     def beat(self) -> None:
         self._beat = time.monotonic()
@@ -133,7 +149,13 @@ class Health:
         return time.monotonic() - self._beat < self.stall_timeout_s
 
     def ready(self) -> bool:
-        ok = self.in_group and not self.draining and not self.auth_failing and self.alive()
+        ok = (
+            self.in_group
+            and not self.draining
+            and not self.auth_failing
+            and not self.dead_letters_stuck
+            and self.alive()
+        )
         self._metrics.ready.set(1 if ok else 0)
         return ok
 

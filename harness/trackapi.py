@@ -5,6 +5,9 @@ that is slow, throttles, refuses a token or rejects one bad event. `kill()` clos
 listening socket and every open connection (clients then see "connection refused");
 `start()` brings it back on the same port. With `tls` (a server-side `ssl.SSLContext`) it
 serves HTTPS; handshakes the client refuses are counted in `tls_failures`, not served.
+`auth` picks the credential the API accepts: "bearer" (`Authorization: Bearer <token>`,
+the page this project was built from) or "x-api-key" (`x-api-key: <token>`, the current
+public API reference); anything else gets 401.
 """
 
 from __future__ import annotations
@@ -31,12 +34,13 @@ class Request:
     at: float  # time.time() of receipt
     status: int
     events: int
-    auth: str
+    auth: str  # the credential header as received: "Authorization: ..." or "x-api-key: ..."
 
 
 @dataclass
 class TrackApi:
     token: str = "test-token"
+    auth: str = "bearer"  # or "x-api-key": which header must carry the token
     port: int = 0
     delay_s: float = 0.0
     on_event: Callable[[dict[str, Any]], None] | None = None
@@ -94,14 +98,22 @@ class TrackApi:
             def _handle(self, body: bytes) -> None:
                 if api.delay_s:
                     time.sleep(api.delay_s)
-                auth = self.headers.get("Authorization", "")
+                bearer, api_key = self.headers.get("Authorization"), self.headers.get("x-api-key")
+                auth = "; ".join(
+                    f"{name}: {value}" for name, value in (("Authorization", bearer), ("x-api-key", api_key)) if value
+                )
                 try:
                     events = orjson.loads(body)
                     assert isinstance(events, list) and all(isinstance(e, dict) for e in events)
                     assert self.headers.get("Content-Type") == "application/json"
                 except (orjson.JSONDecodeError, AssertionError):
                     return self._reply(400, [], auth, b'{"error":"body must be a JSON array of events"}')
-                if auth != f"Bearer {api.token}":
+                accepted = (
+                    bearer == f"Bearer {api.token}" and api_key is None
+                    if api.auth == "bearer"
+                    else api_key == api.token and bearer is None
+                )
+                if not accepted:
                     return self._reply(401, events, auth, b'{"error":"invalid token"}')
                 scripted = api.respond(events, dict(self.headers)) if api.respond else None
                 status, headers = scripted or (200, {})

@@ -18,13 +18,14 @@ from consumer.decode import (
     DecodeError,
     RawDecoder,
     RegistryUnavailable,
+    WriterSchema,
     load_schema,
     registry_fetcher,
     schema_path,
 )
 from consumer.transform import to_event
 from harness.records import SEED, as_written_by, encode_confluent, encode_raw, sample_record, writer_schemas
-from harness.registry import SchemaRegistry
+from harness.registry import SchemaRegistry, referencing_schemas
 from tests.contract_expect import expected_event, records
 
 VERSIONS = ("older", "current", "newer")
@@ -338,7 +339,11 @@ def _registry_server() -> Iterator[SchemaRegistry]:
 @pytest.fixture
 def registry(_registry_server: SchemaRegistry) -> SchemaRegistry:
     _registry_server.schemas.clear()
+    _registry_server.references.clear()
+    _registry_server.versions.clear()
+    _registry_server.paths.clear()
     _registry_server.available = True
+    _registry_server.unavailable_prefix = None
     _registry_server.requests = 0
     return _registry_server
 
@@ -346,7 +351,7 @@ def registry(_registry_server: SchemaRegistry) -> SchemaRegistry:
 def test_registry_known_id(registry: SchemaRegistry, writers: dict[str, Any]) -> None:
     registry.register(11, writers["older"])
     fetch = registry_fetcher(registry.url, FAST_CLIENT)
-    assert fetch(11) == writers["older"]
+    assert fetch(11) == WriterSchema(writers["older"])
 
 
 def test_registry_unknown_id_is_a_decode_error(registry: SchemaRegistry) -> None:
@@ -364,7 +369,7 @@ def test_registry_outage_is_unavailable_not_decode_error(registry: SchemaRegistr
     assert not isinstance(info.value, DecodeError)
     assert "503" in str(info.value)
     registry.available = True
-    assert fetch(13) == writers["current"]
+    assert fetch(13).schema == writers["current"]
 
 
 def test_registry_unreachable_is_unavailable() -> None:
@@ -409,3 +414,99 @@ def test_registry_wrong_base_path_is_not_a_decode_error(registry: SchemaRegistry
     fetch = registry_fetcher(registry.url + "/wrong-prefix", FAST_CLIENT)
     with pytest.raises(RegistryUnavailable):
         fetch(41)
+
+
+# ---- writer schemas registered with references ---------------------------------------------------
+
+COMPANY = "ai.thrivestack.enrichment.Company"
+META = "ai.thrivestack.enrichment.Meta"
+
+
+def _ref(name: str, subject: str, version: int) -> dict[str, Any]:
+    return {"name": name, "subject": subject, "version": version}
+
+
+def _with_meta(record: dict[str, Any], i: int) -> dict[str, Any]:
+    return {
+        **record,
+        "company": {**record["company"], "meta": {"source": f"s{i}", "confidence": 0.25} if i % 2 else None},
+    }
+
+
+def test_two_level_reference_decodes_like_the_inline_schema(registry: SchemaRegistry, reader: dict[str, Any]) -> None:
+    split = referencing_schemas(reader)
+    registry.register(51, split["company"], subject="company-value", version=1)
+    registry.register(52, split["top"], references=[_ref(COMPANY, "company-value", 1)])
+    dec = ConfluentDecoder(reader, registry_fetcher(registry.url, FAST_CLIENT))
+    for i in range(5):
+        rec = sample_record(i)
+        assert dec.decode(encode_confluent(rec, split["full"], 52)) == _as_decoded(rec)
+
+
+def test_three_levels_resolved_recursively_and_each_subject_fetched_once(
+    registry: SchemaRegistry, reader: dict[str, Any]
+) -> None:
+    split = referencing_schemas(reader, three_levels=True)
+    registry.register(61, split["meta"], subject="meta-value", version=3)
+    registry.register(
+        62, split["company"], subject="company-value", version=2, references=[_ref(META, "meta-value", 3)]
+    )
+    # Two writer ids share the Company reference: the second needs no subject fetch.
+    registry.register(63, split["top"], references=[_ref(COMPANY, "company-value", 2)])
+    registry.register(64, split["top"], references=[_ref(COMPANY, "company-value", 2)])
+    fetch = registry_fetcher(registry.url, FAST_CLIENT)
+    written = fetch(63)
+    assert [s["name"] for s in written.named] == ["Meta", "Company"]  # dependencies first
+    dec = ConfluentDecoder(reader, fetch)
+    for i in range(6):
+        rec = sample_record(i)
+        assert dec.decode(encode_confluent(_with_meta(rec, i), split["full"], 63 + i % 2)) == _as_decoded(rec)
+    subjects = [p for p in registry.paths if p.startswith("/subjects/")]
+    assert sorted(subjects) == ["/subjects/company-value/versions/2", "/subjects/meta-value/versions/3"]
+
+
+def test_missing_referenced_subject_is_a_decode_error(registry: SchemaRegistry, reader: dict[str, Any]) -> None:
+    split = referencing_schemas(reader)
+    registry.register(71, split["top"], references=[_ref(COMPANY, "no-such-subject", 1)])
+    with pytest.raises(DecodeError, match="no-such-subject"):
+        registry_fetcher(registry.url, FAST_CLIENT)(71)
+    registry.register(72, split["company"], subject="company-value", version=1)
+    registry.register(73, split["top"], references=[_ref(COMPANY, "company-value", 9)])
+    with pytest.raises(DecodeError, match="version 9"):
+        registry_fetcher(registry.url, FAST_CLIENT)(73)
+
+
+def test_outage_while_resolving_a_reference_is_transient(registry: SchemaRegistry, reader: dict[str, Any]) -> None:
+    """The id answers but its reference's subject does not: unavailable (retry), then the same decoder recovers."""
+    split = referencing_schemas(reader)
+    registry.register(81, split["company"], subject="company-value", version=1)
+    registry.register(82, split["top"], references=[_ref(COMPANY, "company-value", 1)])
+    dec = ConfluentDecoder(reader, registry_fetcher(registry.url, FAST_CLIENT))
+    value = encode_confluent(SEED, split["full"], 82)
+    registry.unavailable_prefix = "/subjects/"
+    try:
+        with pytest.raises(RegistryUnavailable) as info:
+            dec.decode(value)
+        assert not isinstance(info.value, DecodeError)
+    finally:
+        registry.unavailable_prefix = None
+    assert dec.decode(value) == _as_decoded(SEED)
+
+
+def test_reference_cycle_does_not_loop(registry: SchemaRegistry, reader: dict[str, Any]) -> None:
+    split = referencing_schemas(reader)
+    registry.register(
+        91, split["company"], subject="company-value", version=1, references=[_ref("x.Top", "top-value", 1)]
+    )
+    registry.register(92, split["top"], subject="top-value", version=1, references=[_ref(COMPANY, "company-value", 1)])
+    written = registry_fetcher(registry.url, FAST_CLIENT)(92)
+    assert len(written.named) == 2  # each subject once, then stop
+
+
+def test_non_avro_referenced_schema_is_a_decode_error(registry: SchemaRegistry, reader: dict[str, Any]) -> None:
+    split = referencing_schemas(reader)
+    registry.register(95, {"not": "checked"}, subject="proto-value", version=1)
+    registry.register(96, split["top"], references=[_ref(COMPANY, "proto-value", 1)])
+    dec = ConfluentDecoder(reader, registry_fetcher(registry.url, FAST_CLIENT))
+    with pytest.raises(DecodeError):
+        dec.decode(encode_confluent(SEED, split["full"], 96))

@@ -223,6 +223,87 @@ def test_committable_filter() -> None:
     assert t.committable(partitions=None) == {0: 1, 1: 1, 2: 1}
 
 
+# ---- the consumer's position: offsets that hold no record (transaction markers, aborted ranges) ------
+
+
+def test_position_passes_a_trailing_commit_marker_once_everything_is_acked() -> None:
+    """Records 0..9 and the commit marker at 10: the position is 11, and so is the commit at the end."""
+    t = _tracker(0)
+    tickets = [t.track(0, o) for o in range(10)]
+    t.learn_position(0, 11)
+    t.ack_all(tickets[:5])
+    assert t.committable() == {0: 5}, "the position is not used while a record is open"
+    t.ack_all(tickets[5:])
+    assert t.committable() == {0: 11}
+
+
+def test_position_waits_for_every_open_record() -> None:
+    t = _tracker(0)
+    a, b = t.track(0, 0), t.track(0, 1)
+    t.learn_position(0, 7)
+    t.ack(b)
+    assert t.committable() == {}
+    t.ack(a)
+    assert t.committable() == {0: 7}
+
+
+def test_position_alone_when_only_aborted_records_were_read() -> None:
+    """An aborted transaction after the last commit: nothing tracked, the position moves the commit on."""
+    t = _tracker(0)
+    t.ack(t.track(0, 604))
+    t.committed(0, 605)
+    assert t.committable() == {}
+    t.learn_position(0, 707)
+    assert t.committable() == {0: 707}
+    t.committed(0, 707)
+    assert t.committable() == {}
+
+
+def test_unknown_position_is_ignored() -> None:
+    t = _tracker(0)
+    t.learn_position(0, -1001)  # OFFSET_INVALID: nothing fetched yet
+    assert t.committable() == {}
+    t.ack(t.track(0, 3))
+    assert t.committable() == {0: 4}
+
+
+def test_position_never_moves_back_and_never_below_the_watermark() -> None:
+    t = _tracker(0)
+    t.learn_position(0, 10)
+    t.learn_position(0, 5)
+    assert t.committable() == {0: 10}
+    t.ack(t.track(0, 10))
+    t.learn_position(0, 9)
+    assert t.committable() == {0: 11}
+
+
+def test_records_after_the_position_hold_the_commit_again() -> None:
+    t = _tracker(0)
+    t.learn_position(0, 11)
+    t.committed(0, 11)
+    ticket = t.track(0, 12)
+    assert t.committable() == {}
+    t.ack(ticket)
+    assert t.committable() == {0: 13}
+
+
+def test_position_of_an_earlier_assignment_is_forgotten() -> None:
+    t = _tracker(0)
+    t.learn_position(0, 50)
+    t.revoke(0)
+    t.learn_position(0, 60)  # not owned: ignored
+    t.assign(0)
+    assert t.committable() == {}
+    assert t.owned() == [0]
+
+
+def test_position_respects_the_partition_filter() -> None:
+    t = _tracker(0, 1)
+    t.learn_position(0, 3)
+    t.learn_position(1, 4)
+    assert t.committable(partitions={1}) == {1: 4}
+
+
 # ---- properties ------------------------------------------------------------------------------------
 
 
@@ -344,7 +425,7 @@ class TrackerMachine(RuleBasedStateMachine):
 
     def _fresh(self, p: int) -> None:
         self.t.assign(p)
-        self.owned[p] = {"next": 0, "tracked": [], "acked": set(), "open": [], "committed": None}
+        self.owned[p] = {"next": 0, "tracked": [], "acked": set(), "open": [], "committed": None, "position": None}
 
     @rule(p=st.sampled_from([0, 1]))
     def assign(self, p: int) -> None:
@@ -378,6 +459,16 @@ class TrackerMachine(RuleBasedStateMachine):
         assert self.t.ack(ticket) is True
         s["acked"].add(o)
 
+    @precondition(lambda self: self.owned)
+    @rule(data=st.data(), skipped=st.integers(0, 3))
+    def learn_position(self, data: st.DataObject, skipped: int) -> None:
+        """The consumer handed out every tracked record and skipped `skipped` offsets (markers, aborted)."""
+        p = data.draw(st.sampled_from(sorted(self.owned)))
+        s = self.owned[p]
+        s["next"] += skipped
+        s["position"] = s["next"]
+        self.t.learn_position(p, s["next"])
+
     @precondition(lambda self: self.stale)
     @rule(data=st.data())
     def stale_ack(self, data: st.DataObject) -> None:
@@ -392,11 +483,18 @@ class TrackerMachine(RuleBasedStateMachine):
             self.t.committed(p, off)
             self.owned[p]["committed"] = off
 
+    @staticmethod
+    def _model(s: dict) -> int | None:
+        w = _expected_watermark(s["tracked"], s["acked"])
+        if s["position"] is not None and set(s["tracked"]) <= s["acked"]:
+            w = s["position"] if w is None else max(w, s["position"])
+        return w
+
     @invariant()
     def committable_matches_model(self) -> None:
         expected = {}
         for p, s in self.owned.items():
-            w = _expected_watermark(s["tracked"], s["acked"])
+            w = self._model(s)
             if w is not None and w != s["committed"]:
                 expected[p] = w
         assert self.t.committable() == expected

@@ -1,0 +1,161 @@
+"""The pure parts of `make dashboard`: Grafana's variables and intervals, the rule transform, legends."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.dashboard import (
+    Phase,
+    alert_timeline,
+    builtin_variables,
+    dashboard_panels,
+    format_duration,
+    format_variable,
+    grafana_interval,
+    has_value,
+    legend_name,
+    parse_duration,
+    parse_label_values,
+    phase_at,
+    rate_interval,
+    resolve_variables,
+    shorten_for,
+    substitute,
+)
+
+CHART = Path(__file__).resolve().parents[1] / "helm" / "group-enriched-consumer"
+
+
+def test_durations_round_trip() -> None:
+    assert parse_duration("10m") == 600
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("500ms") == 0.5
+    assert format_duration(600) == "10m"
+    assert format_duration(4) == "4s"
+    assert format_duration(0.25) == "250ms"
+    with pytest.raises(ValueError):
+        parse_duration("10 minutes")
+
+
+def test_interval_is_rounded_like_grafana_and_never_below_the_scrape_interval() -> None:
+    assert grafana_interval(6 * 3600, 1000, 15) == 20  # 21.6 s → 20 s
+    assert grafana_interval(3600, 900, 15) == 15  # 4 s → 5 s, then the 15 s floor
+    assert grafana_interval(60, 950, 1) == 1
+    assert grafana_interval(24 * 3600, 500, 1) == 120  # 172.8 s → 2m
+
+
+def test_rate_interval_is_four_scrapes_at_least() -> None:
+    assert rate_interval(1, 1) == 4
+    assert rate_interval(20, 15) == 60
+    assert rate_interval(120, 15) == 135
+    assert builtin_variables(3600, 20, 15)["__rate_interval"] == "1m"
+    assert builtin_variables(60, 1, 1)["__rate_interval"] == "4s"
+
+
+def test_substitute_every_syntax_and_leaves_unknown_names() -> None:
+    v = {"namespace": "prod", "job": ".+", "__rate_interval": "4s", "__rate": "WRONG"}
+    expr = 'rate(x{namespace="$namespace", job=~"${job}", a="[[namespace]]", b="${namespace:raw}"}[$__rate_interval])'
+    assert substitute(expr, v) == 'rate(x{namespace="prod", job=~".+", a="prod", b="prod"}[4s])'
+    assert substitute("$unknown", v) == "$unknown"
+
+
+def test_variable_formatting_as_the_prometheus_data_source_does() -> None:
+    assert format_variable(["a", "b"], multi_or_all=True, all_selected=True, all_value=".+") == ".+"
+    assert format_variable(["a", "b.c"], multi_or_all=True, all_selected=True, all_value=None) == "(a|b\\\\.c)"
+    assert format_variable(["only"], multi_or_all=True, all_selected=False, all_value=None) == "only"
+    assert format_variable(["x.y"], multi_or_all=False, all_selected=False, all_value=None) == "x.y"
+
+
+def test_label_values_queries() -> None:
+    assert parse_label_values('label_values(up{namespace="n"}, job)') == ('up{namespace="n"}', "job")
+    assert parse_label_values("label_values(namespace)") == (None, "namespace")
+    with pytest.raises(ValueError):
+        parse_label_values("query_result(up)")
+
+
+def test_the_chart_dashboard_variables_resolve_in_order() -> None:
+    dashboard = json.loads((CHART / "dashboards" / "group-enriched-consumer.json").read_text())
+    asked: list[tuple[str | None, str]] = []
+
+    def label_values(selector: str | None, label: str) -> list[str]:
+        asked.append((selector, label))
+        return {"namespace": ["prod", "dev"], "job": ["b", "a"]}[label]
+
+    variables = resolve_variables(dashboard["templating"]["list"], label_values, "prom-uid")
+    assert variables["datasource"] == "prom-uid"
+    assert variables["namespace"] == "dev"  # first in sort order, as Grafana picks with nothing saved
+    assert ('group_enriched_ready{namespace="dev"}', "job") in asked  # $namespace substituted first
+    assert variables["job"] in (".+", "(a|b)")  # "All": its allValue, or every value
+
+
+def test_dashboard_panels_take_every_visible_prometheus_query() -> None:
+    dashboard = {
+        "panels": [
+            {"type": "stat", "title": "S", "targets": [{"expr": "up", "refId": "A", "instant": True}]},
+            {
+                "type": "row",
+                "title": "R",
+                "collapsed": True,
+                "panels": [{"type": "timeseries", "title": "T", "targets": [{"expr": "x", "refId": "A"}]}],
+            },
+            {"type": "timeseries", "title": "H", "targets": [{"expr": "y", "refId": "A", "hide": True}]},
+        ]
+    }
+    panels = {p.title: p for p in dashboard_panels(dashboard)}
+    assert [q.expr for q in panels["S"].queries] == ["up"] and panels["S"].queries[0].instant
+    assert [q.expr for q in panels["T"].queries] == ["x"]
+    assert panels["H"].queries == [] and panels["R"].queries == []
+
+
+def test_the_chart_dashboard_has_its_queries() -> None:
+    panels = dashboard_panels(json.loads((CHART / "dashboards" / "group-enriched-consumer.json").read_text()))
+    with_queries = [p for p in panels if p.queries]
+    assert len(with_queries) >= 17
+    assert sum(len(p.queries) for p in panels) >= 24
+
+
+def test_shorten_for_rewrites_only_for() -> None:
+    original = (CHART / "rules" / "alerts.yaml").read_text()
+    text, changed = shorten_for(original, factor=60)
+    before, after = yaml.safe_load(original), yaml.safe_load(text)
+    assert ("ConsumerLagHigh", "10m", "10s") in changed
+    for g0, g1 in zip(before["groups"], after["groups"], strict=True):
+        for r0, r1 in zip(g0["rules"], g1["rules"], strict=True):
+            assert {k: v for k, v in r0.items() if k != "for"} == {k: v for k, v in r1.items() if k != "for"}
+            if "for" in r0:
+                assert parse_duration(r1["for"]) == max(math.ceil(parse_duration(r0["for"]) / 60), 1)
+    assert yaml.safe_load((CHART / "rules" / "alerts.yaml").read_text()) == before  # the chart's file untouched
+
+
+def test_shorten_for_keeps_a_floor() -> None:
+    text, changed = shorten_for("groups: [{name: g, rules: [{alert: A, expr: up == 0, for: 30s}]}]", factor=60)
+    assert changed == [("A", "30s", "1s")]
+    assert yaml.safe_load(text)["groups"][0]["rules"][0]["for"] == "1s"
+
+
+def test_legend_names() -> None:
+    assert legend_name("{{topic}}/{{partition}}", {"topic": "t", "partition": "3"}) == "t/3"
+    assert legend_name("p99", {}) == "p99"
+    assert legend_name("", {"__name__": "up", "job": "j"}) == 'up{job="j"}'
+
+
+def test_has_value_ignores_nan() -> None:
+    assert not has_value([])
+    assert not has_value([{"metric": {}, "values": [[1, "NaN"], [2, "NaN"]]}])
+    assert has_value([{"metric": {}, "values": [[1, "NaN"], [2, "0"]]}])
+    assert has_value([{"metric": {}, "value": [1, "3"]}])
+
+
+def test_alert_timeline_and_phases() -> None:
+    series = [
+        {"metric": {"alertname": "A", "alertstate": "pending"}, "values": [[10, "1"], [11, "1"]]},
+        {"metric": {"alertname": "A", "alertstate": "firing"}, "values": [[12, "1"], [20, "1"]]},
+    ]
+    assert alert_timeline(series) == {"A": {"pending": (10, 11), "firing": (12, 20)}}
+    phases = [Phase("one", 0, 10), Phase("two", 10, 20)]
+    assert [phase_at(phases, t) for t in (-1, 0, 10, 19.9, 20)] == ["before", "one", "two", "two", "after"]
