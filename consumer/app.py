@@ -466,6 +466,7 @@ class App:
         while time.monotonic() < deadline and any(b.partitions() & parts for b in self.inflight.values()):
             self._collect(wait_s=LOOP_WAIT_S)
             self.dead_letters.poll()
+            self.health.beat()  # waiting here (up to SHUTDOWN_TIMEOUT_S) is progress, not a stall
         self.dead_letters.flush(max(deadline - time.monotonic(), 0.5))
         self._commit(wait=True, partitions=parts)
         self._release(parts)
