@@ -869,6 +869,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="dashboard-"))
     failed = False
     with ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, True)  # last out: after the broker and Prometheus stopped
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if bootstrap:
             say(f"kafka      using {bootstrap}")
@@ -926,7 +927,6 @@ def main(argv: list[str] | None = None) -> int:
                 target = args.png if len(all_results) == 1 else args.png.with_stem(f"{args.png.stem}-{Path(name).stem}")
                 render(dashboard, panels, results, incident, target)
                 say(f"png        {target}")
-    shutil.rmtree(workdir, ignore_errors=True)
     say(f"dashboard  {'FAILED' if failed else 'OK'} in {time.monotonic() - t0:.0f} s")
     return 1 if failed else 0
 
