@@ -90,6 +90,7 @@ class App:
             settings.track_api_ca_bundle,
             settings.track_api_auth,
             breaker_refused_events=settings.breaker_refused_events,
+            retry_after_max_s=settings.retry_after_max_s,
         )
         self.pool = ThreadPoolExecutor(settings.max_inflight_requests, thread_name_prefix="delivery")
         self.source = Source(settings, overrides, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
@@ -164,6 +165,7 @@ class App:
         """Drain within SHUTDOWN_TIMEOUT_S: deliver what is buffered, then commit and close."""
         s = self.settings
         self.health.draining = True
+        self.delivery.draining.set()  # a batch waiting out a Retry-After gives up: it is not worth a stop's time
         self.drain_deadline = time.monotonic() + s.shutdown_timeout_s
         self.source.set_paused(self.tracker.owned(), True)
         self._report_paused()

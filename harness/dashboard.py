@@ -281,6 +281,22 @@ def alert_names(rules_text: str) -> list[str]:
     return [r["alert"] for g in doc.get("groups", []) for r in g.get("rules", []) if "alert" in r]
 
 
+def look_back(expr: str) -> float:
+    """The longest range, subquery range or offset in a PromQL expression, in seconds: an alert
+    cannot fire before the incident is at least this old (or the metric this much older)."""
+    found = re.findall(
+        r"\[(\d+(?:ms|[smhdwy])(?:\d+(?:ms|[smhdwy]))*)(?::[^\]]*)?\]|offset\s+(\d+(?:ms|[smhdwy]))", expr
+    )
+    return max((parse_duration(a or b) for a, b in found), default=0.0)
+
+
+def alert_look_backs(rules_text: str) -> dict[str, float]:
+    doc = yaml.safe_load(rules_text) or {}
+    return {
+        r["alert"]: look_back(str(r["expr"])) for g in doc.get("groups", []) for r in g.get("rules", []) if "alert" in r
+    }
+
+
 @dataclass
 class Phase:
     name: str
@@ -327,13 +343,23 @@ def has_value(series: list[dict[str, Any]]) -> bool:
     return False
 
 
+def failures(results: list[Result]) -> list[str]:
+    """One message per query without a series with a value, naming the panel and the query."""
+    return [
+        f"FAILED     panel {r.query.panel!r} query {r.query.ref}: {r.error or 'no series with a value'}\n"
+        f"           {r.promql}"
+        for r in results
+        if not has_value(r.series)
+    ]
+
+
 # --------------------------------------------------------------------------- Prometheus (I/O)
 
 
 class Prometheus:
     """Debian's `prometheus` on loopback, scraping `targets` (port → extra labels) every second."""
 
-    def __init__(self, workdir: Path, targets: dict[int, dict[str, str]], rules: Path) -> None:
+    def __init__(self, workdir: Path, targets: dict[int, dict[str, str]], rules: list[Path]) -> None:
         binary = shutil.which("prometheus")
         if not binary:
             raise SystemExit("prometheus not installed (scripts/setup.sh installs Debian's prometheus package)")
@@ -343,7 +369,7 @@ class Prometheus:
         static = [{"targets": [f"127.0.0.1:{port}"], "labels": labels} for port, labels in targets.items()]
         config = {
             "global": {"scrape_interval": f"{SCRAPE_S:g}s", "evaluation_interval": f"{SCRAPE_S:g}s"},
-            "rule_files": [str(rules)],
+            "rule_files": [str(r) for r in rules],
             "scrape_configs": [{"job_name": JOB, "static_configs": static}],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -472,7 +498,7 @@ def play_incident(
     rules_files = sorted((CHART / "rules").glob("*.y*ml"))
     changed: list[tuple[str, str, str]] = []
     names: list[str] = []
-    rule_paths = []
+    rule_paths: list[Path] = []
     for i, path in enumerate(rules_files):
         text, ch = shorten_for(path.read_text(), factor=60)
         out = workdir / f"rules-{i}.yaml"
@@ -480,16 +506,8 @@ def play_incident(
         rule_paths.append(out)
         changed += ch
         names += alert_names(path.read_text())
-    merged = workdir / "rules.yaml"
-    merged.write_text(
-        yaml.safe_dump(
-            {"groups": [g for p in rule_paths for g in (yaml.safe_load(p.read_text()) or {}).get("groups", [])]},
-            sort_keys=False,
-            width=1000,
-        )
-    )
     targets = {port: {"namespace": NAMESPACE, "pod": pod} for pod, port in pods.items()}
-    prom = Prometheus(workdir, targets, merged)
+    prom = Prometheus(workdir, targets, rule_paths)
     stack.callback(prom.stop)
     prom.wait_ready()
     loaded = [r["name"] for g in prom.api("rules")["groups"] for r in g["rules"] if r.get("type") == "alerting"]
@@ -624,6 +642,7 @@ def report_alerts(
     )
     timeline = alert_timeline(data["result"])
     fors = {a: n for a, _o, n in changed}
+    looks = {k: v for p in sorted((CHART / "rules").glob("*.y*ml")) for k, v in alert_look_backs(p.read_text()).items()}
     lines = []
     for name in names:
         states = timeline.get(name, {})
@@ -636,6 +655,8 @@ def report_alerts(
                     f" ({phase_at(incident.phases, first)})"
                 )
         text = "; ".join(parts) if parts else "never pending"
+        if not parts and looks.get(name, 0) > incident.end - incident.start:
+            text += f" (its expression looks back {format_duration(looks[name])})"
         lines.append(f"  {name:<24} for {fors.get(name, '0s'):<4} {text}")
     return lines
 
@@ -839,12 +860,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--png", type=Path, help="draw the dashboard from the results into this PNG")
     parser.add_argument("--json", type=Path, help="write the query results and the phases to this JSON file")
+    parser.add_argument(
+        "--dashboard", type=Path, action="append", help="check this dashboard JSON (default: the chart's, all of them)"
+    )
     args = parser.parse_args(argv)
     t0 = time.monotonic()
-    dashboards = sorted((CHART / "dashboards").glob("*.json"))
+    dashboards = args.dashboard or sorted((CHART / "dashboards").glob("*.json"))
     workdir = Path(tempfile.mkdtemp(prefix="dashboard-"))
     failed = False
     with ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, True)  # last out: after the broker and Prometheus stopped
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if bootstrap:
             say(f"kafka      using {bootstrap}")
@@ -868,11 +893,9 @@ def main(argv: list[str] | None = None) -> int:
             ok_panels = [p for p in shown if all(has_value(r.series) for r in results if r.query.panel == p.title)]
             ok_queries = [r for r in results if has_value(r.series)]
             say(f"dashboard  {path.name}: variables " + ", ".join(f"${k}={v}" for k, v in variables.items()))
-            for r in results:
-                if not has_value(r.series):
-                    failed = True
-                    why = r.error or "no series with a value"
-                    say(f"FAILED     panel {r.query.panel!r} query {r.query.ref}: {why}\n           {r.promql}")
+            for line in failures(results):
+                failed = True
+                say(line)
             say(
                 f"dashboard  {len(ok_panels)}/{len(shown)} panels, {len(ok_queries)}/{len(results)} queries with series"
             )
@@ -904,7 +927,6 @@ def main(argv: list[str] | None = None) -> int:
                 target = args.png if len(all_results) == 1 else args.png.with_stem(f"{args.png.stem}-{Path(name).stem}")
                 render(dashboard, panels, results, incident, target)
                 say(f"png        {target}")
-    shutil.rmtree(workdir, ignore_errors=True)
     say(f"dashboard  {'FAILED' if failed else 'OK'} in {time.monotonic() - t0:.0f} s")
     return 1 if failed else 0
 

@@ -97,7 +97,8 @@ def test_flow_control_pause_does_not_outlive_a_rebalance(kafka_bootstrap: str, t
         wait_until(lambda: partitions_logged(a, "partitions revoked"), 60, "A loses partitions to B", logs)
         revoked = partitions_logged(a, "partitions revoked")[0]
         assert len(revoked) == 2, revoked
-        assert paused() == partitions - len(revoked), "the gauge counts the partitions A owns and paused"
+        # The gauge counts the partitions A owns and paused (0 if the revoke freed enough buffer to resume).
+        assert paused() in (partitions - len(revoked), 0), paused()
 
         gate.open.set()  # A delivers what it holds, and resumes the partitions it still owns
         everything = lambda: {e["user_id"] for e in api_a.events + api_b.events}  # noqa: E731

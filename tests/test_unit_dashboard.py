@@ -12,14 +12,18 @@ import yaml
 
 from harness.dashboard import (
     Phase,
+    Query,
+    Result,
     alert_timeline,
     builtin_variables,
     dashboard_panels,
+    failures,
     format_duration,
     format_variable,
     grafana_interval,
     has_value,
     legend_name,
+    look_back,
     parse_duration,
     parse_label_values,
     phase_at,
@@ -203,3 +207,20 @@ def test_true_quantile_over_the_window_before_a_time() -> None:
     assert true_quantile(latencies, 100, 100, 0.5) == 50
     assert true_quantile(latencies, 100, 100, 0.99) == 99
     assert true_quantile(latencies, 200, 4, 0.99) is None
+
+
+def test_look_back_is_the_longest_window_of_an_expression() -> None:
+    assert look_back("increase(x[15m]) > 0") == 900
+    assert look_back("deriv(sum(x)[10m:1m]) > 0 and rate(y[5m]) > 0") == 600
+    assert look_back("max(x offset 15m)") == 900
+    assert look_back("max(x) == 1") == 0
+
+
+def test_failures_name_the_panel_and_the_query() -> None:
+    q = Query("Lag", "timeseries", "B", "max(x)", "", False, "time_series")
+    nan = Result(q, 'max(x{job=~".+"})', [{"metric": {}, "values": [[1, "NaN"]]}])
+    assert failures([Result(q, "max(x)", [{"metric": {}, "values": [[1, "2"]]}])]) == []
+    [message] = failures([nan])
+    assert "panel 'Lag' query B: no series with a value" in message and 'max(x{job=~".+"})' in message
+    [message] = failures([Result(q, "max(", [], "parse error")])
+    assert "parse error" in message

@@ -33,6 +33,13 @@ def evaluate(
     """What the consumer does with one value: skip it, send an event, or dead-letter it."""
     if value is None:
         return {"outcome": "skipped", "reason": "tombstone"}
+    try:
+        return _evaluate(decoder, settings, value, idempotency_key)
+    except dec.RegistryUnavailable as exc:  # the consumer would wait and retry: say so, decide nothing
+        raise client.ToolError(f"{exc}; the consumer would retry this record, not dead-letter it") from None
+
+
+def _evaluate(decoder: dec.Decoder, settings: Settings, value: bytes, idempotency_key: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with contextlib.suppress(dec.DecodeError):  # encode_event raises it again, as the consumer would see it
         out["avro"] = decoder.decode(value)
