@@ -826,7 +826,7 @@ def _draw_heatmap(fig: Any, ax: Any, results: list[Result], t0: float) -> None:
     from matplotlib.colors import LinearSegmentedColormap
 
     cmap = LinearSegmentedColormap.from_list("grafana-oranges", ["#4a2100", "#c4560b", "#ff9830", "#fff0c0"])
-    cmap.set_bad(_PANEL)  # an empty cell is the panel's background, as in Grafana
+    cmap = cmap.with_extremes(bad=_PANEL)  # an empty cell is the panel's background, as in Grafana
     masked = [[v if v > 0 else math.nan for v in row] for row in grid]
     ax.pcolormesh(edges, range(len(series) + 1), masked, cmap=cmap, shading="flat")
     ax.set_yticks([i + 0.5 for i in range(len(series))])
