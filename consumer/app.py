@@ -92,6 +92,8 @@ class App:
             self.limiter,
             settings.track_api_ca_bundle,
             settings.track_api_auth,
+            breaker_refused_events=settings.breaker_refused_events,
+            retry_after_max_s=settings.retry_after_max_s,
         )
         self.pool = ThreadPoolExecutor(settings.max_inflight_requests, thread_name_prefix="delivery")
         self.source = Source(settings, overrides, self._on_assign, self._on_revoke, self._on_lost, self._on_stats)
@@ -166,8 +168,10 @@ class App:
         """Drain within SHUTDOWN_TIMEOUT_S: deliver what is buffered, then commit and close."""
         s = self.settings
         self.health.draining = True
+        self.delivery.draining.set()  # a batch waiting out a Retry-After gives up: it is not worth a stop's time
         self.drain_deadline = time.monotonic() + s.shutdown_timeout_s
         self.source.set_paused(self.tracker.owned(), True)
+        self._report_paused()
         self._convert([], time.monotonic())
         if (batch := self.batcher.flush()) is not None:
             self._close_batch(batch)
@@ -176,6 +180,7 @@ class App:
             self._collect(wait_s=LOOP_WAIT_S)
             self.dead_letters.poll()
         abandoned = self.in_batches + len(self.inbox)
+        self._learn_positions()  # outside consume(): a trailing transaction marker is committed too
         self._final_commit(
             flush_s=max(self.drain_deadline - time.monotonic(), 1.0),
             deadline=max(self.drain_deadline, time.monotonic() + FINAL_COMMIT_MIN_S),
@@ -282,6 +287,7 @@ class App:
         max_event = min(self.settings.max_event_bytes, self.settings.batch_max_bytes - 2)
         entries: list[tuple[bytes, Item]] = []  # (event, its record)
         append, consumed = entries.append, 0
+        registry_failed = False
         for i, m in enumerate(messages):
             if (err := m.error()) is not None:
                 log.warning("Kafka consume error: %s", err.str())
@@ -306,6 +312,7 @@ class App:
                 self.registry_retry_at = now + delay
                 self.metrics.retries.labels("schema_registry").inc()
                 log.warning("Schema Registry unavailable, retrying in %.1fs: %s", delay, exc)
+                registry_failed = True
                 break
             except Unconvertible as exc:
                 self._dead_letter(m, track(partition, m.offset()), dead_letter_reason(exc), str(exc))
@@ -314,6 +321,9 @@ class App:
                 if (headers := m.headers()) is not None:  # rare: kept aside, not in the hot batch items
                     self.headers_of[ticket] = headers
                 append((encoded, (ticket, m.timestamp()[1], m.key(), value)))
+        if registry_failed != self.health.registry_failing:  # visible until the waiting records decode
+            self.health.registry_failing = registry_failed
+            self.metrics.schema_registry_failing.set(int(registry_failed))
         if entries:
             self.registry_attempt = 0
             for batch in self.batcher.add(entries, now):
@@ -392,7 +402,12 @@ class App:
         Records after a stuck one could be delivered but never committed, and a restart would
         send them all again: pausing bounds that to what was already fetched.
         """
-        stuck = self.dead_letters.stuck_partitions() & set(self.tracker.owned())
+        owned = set(self.tracker.owned())
+        if orphans := self.dead_letters.stuck_partitions() - owned:
+            # A rejected event of a batch that finished after its partition was revoked: its ack
+            # would be ignored, and the next owner dead-letters the record again.
+            self.dead_letters.forget(orphans)
+        stuck = self.dead_letters.stuck_partitions()
         if stuck != self.held:
             self.source.set_paused(sorted(stuck - self.held), True)
             if not self.budget.paused:  # else flow control resumes them with the rest
@@ -402,6 +417,7 @@ class App:
                 extra={"held": sorted(stuck), "added": sorted(stuck - self.held), "freed": sorted(self.held - stuck)},
             )
             self.held = stuck
+            self._report_paused()
         self.health.dead_letters_stuck = self.dead_letters.stuck > 0
         self.metrics.dead_letters_stuck.set(self.dead_letters.stuck)
 
@@ -417,13 +433,17 @@ class App:
             owned = self.tracker.owned()
             # A partition held for a refused dead letter stays paused when flow control resumes.
             self.source.set_paused(owned if decision else [p for p in owned if p not in self.held], decision)
-            self.metrics.paused.set(len(owned) if decision else 0)
+            self._report_paused()
             log.info(
                 "flow control: %s %d partitions at %d buffered events",
                 "paused" if decision else "resumed",
                 len(owned),
                 buffered,
             )
+
+    def _report_paused(self) -> None:
+        """group_enriched_paused_partitions: the owned partitions paused on the consumer now."""
+        self.metrics.paused.set(len(self.source.paused & set(self.tracker.owned())))
 
     def _learn_positions(self) -> None:
         """Tell the tracker where the consumer stands, so a commit can pass offsets that hold no
@@ -444,11 +464,13 @@ class App:
     # ---- rebalances (called by the consumer inside consume(), on this thread) ---------------------
 
     def _on_assign(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self.tracker.assign(tp.partition)
-        if self.budget.paused:  # new partitions obey the current flow-control state
-            self.source.set_paused([tp.partition for tp in partitions], True)
-            self.metrics.paused.set(len(self.tracker.owned()))
+        parts = [tp.partition for tp in partitions]
+        for p in parts:
+            self.tracker.assign(p)
+        # librdkafka keeps a pause across revoke and re-assign: set the state both ways, so a
+        # partition paused when it left does not come back paused after flow control resumed.
+        self.source.set_paused(parts, self.budget.paused or self.health.draining)
+        self._report_paused()
         self.metrics.rebalances.labels("assigned").inc()
         self.health.in_group = True
         self.assigned_at = time.monotonic()
@@ -505,9 +527,12 @@ class App:
         for p in parts:
             self.tracker.revoke(p)
             self.metrics.forget_partition(self.topic, p)
+        self._report_paused()
 
     def _on_stats(self, stats_json: str) -> None:
-        self.metrics.update_lag(stats_json, self.topic)
+        # Called inside consume()/poll() on this thread, so the tracker's owned set is current.
+        read_committed = self.overrides.get("isolation.level", "read_committed") != "read_uncommitted"
+        self.metrics.update_lag(stats_json, self.topic, set(self.tracker.owned()), read_committed)
 
 
 def build_decoder(settings: Settings) -> dec.Decoder:

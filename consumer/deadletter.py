@@ -95,6 +95,7 @@ class DeadLetters:
         self._refusals = Refusals(RETRY_BASE_S, backoff_max_s)
         self._say = Throttle(LOG_INTERVAL_S)
         self._refused_since_log: dict[str, int] = {}
+        self._given_up: set[int] = set()
 
     @property
     def pending(self) -> int:
@@ -230,6 +231,12 @@ class DeadLetters:
             if remaining <= 0:
                 break
             self._producer.poll(min(remaining, 0.1))
+        if self._letters and set(self._letters) != self._given_up:  # shutdown's revoke flushes again: once
+            self._given_up = set(self._letters)
+            log.warning(
+                "giving up on dead letters not stored; their records stay uncommitted",
+                extra={"left": len(self._letters), "refused": self._refusals.stuck},
+            )
         return len(self._letters)
 
     def forget(self, partitions: set[int]) -> None:

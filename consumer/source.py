@@ -101,6 +101,9 @@ class Source:
         self.topic = settings.kafka_topic
         self._error_log = Throttle(ERROR_LOG_INTERVAL_S)
         self.fatal: str | None = None  # set when librdkafka reports a fatal error: the app must stop
+        # Partitions we paused and did not resume since. librdkafka keeps a pause across revoke and
+        # re-assign, so this may name partitions not assigned now; every assignment sets the state.
+        self.paused: set[int] = set()
         config = {
             **common_config(settings, overrides),
             **CONSUMER_DEFAULTS,
@@ -136,6 +139,7 @@ class Source:
         tps = [TopicPartition(self.topic, p) for p in partitions]
         if tps:
             (self.consumer.pause if paused else self.consumer.resume)(tps)
+            (self.paused.update if paused else self.paused.difference_update)(partitions)
 
     def positions(self, partitions: list[int]) -> dict[int, int]:
         """The consumer's position per partition: one past the last record handed out, and past the

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -20,7 +20,15 @@ from consumer.dlqpolicy import ERROR_KINDS
 
 log = logging.getLogger(__name__)
 
-_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+# End-to-end latency is the lag an operator reads: 0.1-1 s when healthy, seconds to tens of minutes
+# in a backlog or an outage. From 0.1 s to 1 h neighbouring bounds are 1.33-1.67x apart, so
+# histogram_quantile's reading stays within one narrow bucket of the truth instead of at the next
+# coarse bound (every p99 between 10 s and 30 s used to read "30 s"). A superset of the old
+# bounds; 30 bounds, 33 series per pod (16 before). docs/operations.md, "End-to-end latency buckets".
+_LATENCY_BUCKETS = (
+    0.05, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1, 1.5, 2.5, 3.5, 5, 7.5, 10, 15, 20, 30, 45, 60, 90, 120,
+    180, 300, 450, 600, 900, 1200, 1800, 2700, 3600,
+)  # fmt: skip
 _BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 
 
@@ -39,12 +47,23 @@ class Metrics:
         self.http_duration = Histogram(p + "http_request_duration_seconds", "Track API request duration.", registry=r)
         self.batch_events = Histogram(p + "batch_events", "Events per request.", buckets=_BATCH_BUCKETS, registry=r)
         self.retries = Counter(p + "retries", "Requests retried, by reason.", ["reason"], registry=r)
+        self.http_not_json = Counter(
+            p + "http_not_json", "2xx answers with a body neither empty nor JSON: not the Track API.", registry=r
+        )
         self.inflight = Gauge(p + "inflight_requests", "Batches being delivered now.", registry=r)
         self.inflight_limit = Gauge(p + "inflight_limit", "Current in-flight request limit.", registry=r)
         self.buffered = Gauge(p + "buffered_events", "Events between Kafka and the API.", registry=r)
-        self.paused = Gauge(p + "paused_partitions", "Partitions paused by flow control.", registry=r)
+        self.paused = Gauge(
+            p + "paused_partitions",
+            "Owned partitions paused now (flow control, or held for a refused dead letter).",
+            registry=r,
+        )
         self.lag = Gauge(
-            p + "consumer_lag", "High watermark minus committed offset.", ["topic", "partition"], registry=r
+            p + "consumer_lag",
+            "Last stable offset (high watermark under read_uncommitted) minus committed offset,"
+            " for the partitions this pod owns.",
+            ["topic", "partition"],
+            registry=r,
         )
         self.e2e_latency = BatchHistogram(
             p + "end_to_end_latency_seconds", "Kafka record timestamp to Track API acceptance.", _LATENCY_BUCKETS, r
@@ -54,6 +73,17 @@ class Metrics:
             p + "records_skipped", "Records neither delivered nor dead-lettered.", ["reason"], registry=r
         )
         self.auth_failing = Gauge(p + "auth_failing", "1 while the Track API refuses the token.", registry=r)
+        self.schema_registry_failing = Gauge(
+            p + "schema_registry_failing",
+            "1 while records wait on a Schema Registry that cannot answer (down, TLS, 401/403).",
+            registry=r,
+        )
+        self.breaker_open = Gauge(
+            p + "breaker_open", "1 while the Track API refuses every event (held, not dead-lettered).", registry=r
+        )
+        self.breaker_opened = Counter(
+            p + "breaker_opened", "Times the breaker opened: a run of refused events taken for an outage.", registry=r
+        )
         self.ready = Gauge(p + "ready", "1 when /readyz answers 200.", registry=r)
         self.last_progress = Gauge(
             p + "last_progress_timestamp_seconds", "Unix time of the last delivered or committed record.", registry=r
@@ -77,20 +107,26 @@ class Metrics:
         for event in ("assigned", "revoked", "lost"):
             self.rebalances.labels(event)
         self.skipped.labels("tombstone")
-        for reason in ("network", "throttled", "server_error", "auth", "schema_registry"):
+        for reason in ("network", "throttled", "server_error", "auth", "schema_registry", "breaker_open", "not_json"):
             self.retries.labels(reason)
 
-    def update_lag(self, stats_json: str, topic: str) -> None:
-        """librdkafka statistics → per-partition lag against the committed offset."""
+    def update_lag(self, stats_json: str, topic: str, owned: Collection[int], read_committed: bool = True) -> None:
+        """librdkafka statistics → per-partition lag against the committed offset.
+
+        Under `read_committed` the consumer can read only up to the last stable offset (an open
+        transaction's records are above it), so lag is measured from there. Only partitions in
+        `owned` get a series: the statistics keep listing, frozen, partitions revoked since.
+        """
         stats = json.loads(stats_json)
         parts = stats.get("topics", {}).get(topic, {}).get("partitions", {})
+        end_key = "ls_offset" if read_committed else "hi_offset"
         for name, part in parts.items():
-            if name == "-1" or not part.get("assigned", True):
+            if name == "-1" or int(name) not in owned:
                 continue
-            hi, committed = part.get("hi_offset", -1), part.get("committed_offset", -1)
-            if hi < 0:
+            end, committed = part.get(end_key, -1), part.get("committed_offset", -1)
+            if end < 0:
                 continue
-            lag = hi - committed if committed >= 0 else hi - max(part.get("lo_offset", 0), 0)
+            lag = end - committed if committed >= 0 else end - max(part.get("lo_offset", 0), 0)
             self.lag.labels(topic, name).set(max(lag, 0))
 
     def forget_partition(self, topic: str, partition: int) -> None:
@@ -141,6 +177,8 @@ class Health:
         self.draining = False
         self.auth_failing = False
         self.dead_letters_stuck = False  # a dead letter the broker refuses holds its partition up
+        self.breaker_open = False  # the Track API refuses every event: an outage (consumer/breaker.py)
+        self.registry_failing = False  # records wait on a Schema Registry that cannot answer
 
     def beat(self) -> None:
         self._beat = time.monotonic()
@@ -149,13 +187,14 @@ class Health:
         return time.monotonic() - self._beat < self.stall_timeout_s
 
     def ready(self) -> bool:
-        ok = (
-            self.in_group
-            and not self.draining
-            and not self.auth_failing
-            and not self.dead_letters_stuck
-            and self.alive()
-        )
+        causes = [  # any of them: 503 (one per line, a cause per line)
+            self.draining,
+            self.auth_failing,
+            self.dead_letters_stuck,
+            self.breaker_open,
+            self.registry_failing,
+        ]
+        ok = self.in_group and self.alive() and not any(causes)
         self._metrics.ready.set(1 if ok else 0)
         return ok
 

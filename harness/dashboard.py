@@ -40,6 +40,7 @@ import uuid
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +281,22 @@ def alert_names(rules_text: str) -> list[str]:
     return [r["alert"] for g in doc.get("groups", []) for r in g.get("rules", []) if "alert" in r]
 
 
+def look_back(expr: str) -> float:
+    """The longest range, subquery range or offset in a PromQL expression, in seconds: an alert
+    cannot fire before the incident is at least this old (or the metric this much older)."""
+    found = re.findall(
+        r"\[(\d+(?:ms|[smhdwy])(?:\d+(?:ms|[smhdwy]))*)(?::[^\]]*)?\]|offset\s+(\d+(?:ms|[smhdwy]))", expr
+    )
+    return max((parse_duration(a or b) for a, b in found), default=0.0)
+
+
+def alert_look_backs(rules_text: str) -> dict[str, float]:
+    doc = yaml.safe_load(rules_text) or {}
+    return {
+        r["alert"]: look_back(str(r["expr"])) for g in doc.get("groups", []) for r in g.get("rules", []) if "alert" in r
+    }
+
+
 @dataclass
 class Phase:
     name: str
@@ -307,6 +324,15 @@ def alert_timeline(alerts_series: list[dict[str, Any]]) -> dict[str, dict[str, t
     return out
 
 
+def true_quantile(latencies: list[tuple[float, float]], at: float, window_s: float, q: float) -> float | None:
+    """The q-quantile of the latencies of events accepted in (at - window_s, at]: what a panel's
+    histogram_quantile over rate(...[window]) estimates (nearest rank; None without events)."""
+    values = sorted(v for t, v in latencies if at - window_s < t <= at)
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(math.ceil(q * len(values)) - 1, 0))]
+
+
 def has_value(series: list[dict[str, Any]]) -> bool:
     """At least one series with at least one finite sample (NaN from histogram_quantile over
     nothing is no data)."""
@@ -317,13 +343,23 @@ def has_value(series: list[dict[str, Any]]) -> bool:
     return False
 
 
+def failures(results: list[Result]) -> list[str]:
+    """One message per query without a series with a value, naming the panel and the query."""
+    return [
+        f"FAILED     panel {r.query.panel!r} query {r.query.ref}: {r.error or 'no series with a value'}\n"
+        f"           {r.promql}"
+        for r in results
+        if not has_value(r.series)
+    ]
+
+
 # --------------------------------------------------------------------------- Prometheus (I/O)
 
 
 class Prometheus:
     """Debian's `prometheus` on loopback, scraping `targets` (port → extra labels) every second."""
 
-    def __init__(self, workdir: Path, targets: dict[int, dict[str, str]], rules: Path) -> None:
+    def __init__(self, workdir: Path, targets: dict[int, dict[str, str]], rules: list[Path]) -> None:
         binary = shutil.which("prometheus")
         if not binary:
             raise SystemExit("prometheus not installed (scripts/setup.sh installs Debian's prometheus package)")
@@ -333,7 +369,7 @@ class Prometheus:
         static = [{"targets": [f"127.0.0.1:{port}"], "labels": labels} for port, labels in targets.items()]
         config = {
             "global": {"scrape_interval": f"{SCRAPE_S:g}s", "evaluation_interval": f"{SCRAPE_S:g}s"},
-            "rule_files": [str(rules)],
+            "rule_files": [str(r) for r in rules],
             "scrape_configs": [{"job_name": JOB, "static_configs": static}],
         }
         (workdir / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -413,12 +449,12 @@ class Outage:
 class SteadyProducer(threading.Thread):
     """Produces `rate` records a second until stopped, so every phase has traffic."""
 
-    def __init__(self, bootstrap: str, topic: str, values: list[bytes], rate: float) -> None:
+    def __init__(self, bootstrap: str, topic: str, encode: Callable[[int, float], bytes], rate: float) -> None:
         super().__init__(daemon=True)
         from confluent_kafka import Producer
 
         self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
-        self.topic, self.values, self.rate = topic, values, rate
+        self.topic, self.encode, self.rate = topic, encode, rate
         self.halt = threading.Event()
         self.sent = 0
 
@@ -426,7 +462,7 @@ class SteadyProducer(threading.Thread):
         tick = 0.1
         while not self.halt.wait(tick):
             for _ in range(round(self.rate * tick)):
-                self.producer.produce(self.topic, self.values[self.sent % len(self.values)])
+                self.producer.produce(self.topic, self.encode(self.sent, time.time()))
                 self.sent += 1
             self.producer.poll(0)
         self.producer.flush(10)
@@ -439,6 +475,7 @@ class Incident:
     end: float
     delivered: int
     produced: int
+    latencies: list[tuple[float, float]]  # (accepted at, seconds since the record was produced), per event
 
 
 def play_incident(
@@ -461,7 +498,7 @@ def play_incident(
     rules_files = sorted((CHART / "rules").glob("*.y*ml"))
     changed: list[tuple[str, str, str]] = []
     names: list[str] = []
-    rule_paths = []
+    rule_paths: list[Path] = []
     for i, path in enumerate(rules_files):
         text, ch = shorten_for(path.read_text(), factor=60)
         out = workdir / f"rules-{i}.yaml"
@@ -469,16 +506,8 @@ def play_incident(
         rule_paths.append(out)
         changed += ch
         names += alert_names(path.read_text())
-    merged = workdir / "rules.yaml"
-    merged.write_text(
-        yaml.safe_dump(
-            {"groups": [g for p in rule_paths for g in (yaml.safe_load(p.read_text()) or {}).get("groups", [])]},
-            sort_keys=False,
-            width=1000,
-        )
-    )
     targets = {port: {"namespace": NAMESPACE, "pod": pod} for pod, port in pods.items()}
-    prom = Prometheus(workdir, targets, merged)
+    prom = Prometheus(workdir, targets, rule_paths)
     stack.callback(prom.stop)
     prom.wait_ready()
     loaded = [r["name"] for g in prom.api("rules")["groups"] for r in g["rules"] if r.get("type") == "alerting"]
@@ -489,7 +518,13 @@ def play_incident(
         + ", ".join(f"{a} {o}→{n}" for a, o, n in changed)
     )
 
-    values = [encode_raw(sample_record(i, "dash")) for i in range(500)]
+    def stamped(i: int, at: float) -> bytes:
+        """A record whose `enriched_at` (the event's `timestamp`) is when it was produced: the
+        stand-in's receipt time minus it is each event's true end-to-end latency."""
+        record = sample_record(i % 500, "dash")
+        record["enriched_at"] = int(at * 1000)
+        return encode_raw(record)
+
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "KAFKA_TOPIC": topic,
@@ -516,13 +551,14 @@ def play_incident(
         time.sleep(0.2)
 
     phases: list[Phase] = []
-    steady = SteadyProducer(bootstrap, topic, values, rate=150)
+    steady = SteadyProducer(bootstrap, topic, stamped, rate=150)
     started = time.time()
     steady.start()
     # The backlog lands at once and drains at the pace of a loaded API (one request at a time,
     # 150 ms each): long enough to be seen at a 1 s scrape.
     api.serialize, api.delay_s = True, 0.15
     backlog = 30_000
+    values = [stamped(i, time.time()) for i in range(500)]
     kafkautil.produce(bootstrap, topic, [(None, values[i % len(values)]) for i in range(backlog)], partitions)
 
     def phase(name: str, seconds: float, until: Callable[[], bool] | None = None, max_s: float = 0) -> None:
@@ -552,7 +588,11 @@ def play_incident(
     code = procs["consumer-b"].stop(timeout_s=30)
     if code != 0:
         say(f"warning    consumer-b exited with {code}")
-    return Incident(phases, started, end, api.count(), total), prom, changed, names
+    latencies = [
+        (at, at - datetime.fromisoformat(e["timestamp"]).timestamp())
+        for e, at in zip(list(api.events), list(api.received_at), strict=True)
+    ]
+    return Incident(phases, started, end, api.count(), total, latencies), prom, changed, names
 
 
 # --------------------------------------------------------------------------- checking (I/O)
@@ -602,6 +642,7 @@ def report_alerts(
     )
     timeline = alert_timeline(data["result"])
     fors = {a: n for a, _o, n in changed}
+    looks = {k: v for p in sorted((CHART / "rules").glob("*.y*ml")) for k, v in alert_look_backs(p.read_text()).items()}
     lines = []
     for name in names:
         states = timeline.get(name, {})
@@ -614,6 +655,8 @@ def report_alerts(
                     f" ({phase_at(incident.phases, first)})"
                 )
         text = "; ".join(parts) if parts else "never pending"
+        if not parts and looks.get(name, 0) > incident.end - incident.start:
+            text += f" (its expression looks back {format_duration(looks[name])})"
         lines.append(f"  {name:<24} for {fors.get(name, '0s'):<4} {text}")
     return lines
 
@@ -783,23 +826,50 @@ def _draw_heatmap(fig: Any, ax: Any, results: list[Result], t0: float) -> None:
     from matplotlib.colors import LinearSegmentedColormap
 
     cmap = LinearSegmentedColormap.from_list("grafana-oranges", ["#4a2100", "#c4560b", "#ff9830", "#fff0c0"])
-    cmap.set_bad(_PANEL)  # an empty cell is the panel's background, as in Grafana
+    cmap = cmap.with_extremes(bad=_PANEL)  # an empty cell is the panel's background, as in Grafana
     masked = [[v if v > 0 else math.nan for v in row] for row in grid]
     ax.pcolormesh(edges, range(len(series) + 1), masked, cmap=cmap, shading="flat")
     ax.set_yticks([i + 0.5 for i in range(len(series))])
     ax.set_yticklabels([s["metric"].get("le", "") for s in series], fontsize=6)
 
 
+def latency_against_truth(results: list[Result], incident: Incident) -> list[str]:
+    """The end-to-end latency panel's quantiles beside the true ones (from each event's own
+    timestamps, over the same rate window), the highest of each per phase."""
+    lines = []
+    for r in results:
+        m = re.match(
+            r"\s*histogram_quantile\(\s*([\d.]+)\s*,.*end_to_end_latency_seconds_bucket.*\[(\w+)\]", r.promql, re.S
+        )
+        if not m or not r.series:
+            continue
+        q, window = float(m.group(1)), parse_duration(m.group(2))
+        read = [(float(t), float(v)) for s in r.series for t, v in s.get("values", []) if math.isfinite(float(v))]
+        parts = []
+        for ph in incident.phases:
+            here = [(t, v) for t, v in read if ph.start <= t < ph.end]
+            truths = [true_quantile(incident.latencies, t, window, q) for t, _ in here]
+            known = [x for x in truths if x is not None]
+            if here and known:
+                parts.append(f"{ph.name} {max(v for _, v in here):.1f} (true {max(known):.1f})")
+        lines.append(f"  {r.query.panel} {r.query.legend or r.query.ref}, highest per phase, s: " + "; ".join(parts))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--png", type=Path, help="draw the dashboard from the results into this PNG")
     parser.add_argument("--json", type=Path, help="write the query results and the phases to this JSON file")
+    parser.add_argument(
+        "--dashboard", type=Path, action="append", help="check this dashboard JSON (default: the chart's, all of them)"
+    )
     args = parser.parse_args(argv)
     t0 = time.monotonic()
-    dashboards = sorted((CHART / "dashboards").glob("*.json"))
+    dashboards = args.dashboard or sorted((CHART / "dashboards").glob("*.json"))
     workdir = Path(tempfile.mkdtemp(prefix="dashboard-"))
     failed = False
     with ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, True)  # last out: after the broker and Prometheus stopped
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if bootstrap:
             say(f"kafka      using {bootstrap}")
@@ -823,15 +893,16 @@ def main(argv: list[str] | None = None) -> int:
             ok_panels = [p for p in shown if all(has_value(r.series) for r in results if r.query.panel == p.title)]
             ok_queries = [r for r in results if has_value(r.series)]
             say(f"dashboard  {path.name}: variables " + ", ".join(f"${k}={v}" for k, v in variables.items()))
-            for r in results:
-                if not has_value(r.series):
-                    failed = True
-                    why = r.error or "no series with a value"
-                    say(f"FAILED     panel {r.query.panel!r} query {r.query.ref}: {why}\n           {r.promql}")
+            for line in failures(results):
+                failed = True
+                say(line)
             say(
                 f"dashboard  {len(ok_panels)}/{len(shown)} panels, {len(ok_queries)}/{len(results)} queries with series"
             )
             all_results[path.name] = (dashboard, panels, results)
+        for _d, _p, results in all_results.values():
+            for line in latency_against_truth(results, incident):
+                say(f"latency   {line}")
         say(
             "alerts     (times from the incident's start; phases: "
             + ", ".join(
@@ -856,7 +927,6 @@ def main(argv: list[str] | None = None) -> int:
                 target = args.png if len(all_results) == 1 else args.png.with_stem(f"{args.png.stem}-{Path(name).stem}")
                 render(dashboard, panels, results, incident, target)
                 say(f"png        {target}")
-    shutil.rmtree(workdir, ignore_errors=True)
     say(f"dashboard  {'FAILED' if failed else 'OK'} in {time.monotonic() - t0:.0f} s")
     return 1 if failed else 0
 

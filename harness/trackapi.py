@@ -25,8 +25,10 @@ from typing import Any
 
 import orjson
 
-Responder = Callable[[list[dict[str, Any]], dict[str, str]], tuple[int, dict[str, str]] | None]
-"""Gets the parsed events and request headers; returns (status, headers), or None for the default."""
+Answer = tuple[int, dict[str, str]] | tuple[int, dict[str, str], bytes]
+Responder = Callable[[list[dict[str, Any]], dict[str, str]], Answer | None]
+"""Gets the parsed events and request headers; returns (status, headers) or (status, headers, body),
+or None for the default. A `Content-Type` among the headers replaces the JSON one (a web page, say)."""
 
 
 @dataclass
@@ -116,7 +118,7 @@ class TrackApi:
                 if not accepted:
                     return self._reply(401, events, auth, b'{"error":"invalid token"}')
                 scripted = api.respond(events, dict(self.headers)) if api.respond else None
-                status, headers = scripted or (200, {})
+                status, headers, *custom = scripted or (200, {})
                 if 200 <= status < 300:
                     now = time.time()
                     with api._lock:
@@ -125,9 +127,8 @@ class TrackApi:
                     if api.on_event:
                         for e in events:
                             api.on_event(e)
-                self._reply(
-                    status, events, auth, b'{"status":"ok"}' if status < 300 else b'{"error":"refused"}', headers
-                )
+                default = b'{"status":"ok"}' if status < 300 else b'{"error":"refused"}'
+                self._reply(status, events, auth, custom[0] if custom else default, headers)
 
             def _reply(self, status: int, events: list, auth: str, body: bytes, headers: dict | None = None) -> None:
                 with api._lock:
@@ -136,9 +137,11 @@ class TrackApi:
                 if api.log:
                     api.log(f"POST {len(events)} events → {status} (accepted so far: {total})")
                 self.send_response(status)
-                for k, v in (headers or {}).items():
+                headers = headers or {}
+                for k, v in headers.items():
                     self.send_header(k, v)
-                self.send_header("Content-Type", "application/json")
+                if not any(k.lower() == "content-type" for k in headers):
+                    self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
+command -v unzip >/dev/null || need_apt+=(unzip)  # the Apicurio Registry build of the real-registry tests
 command -v prometheus >/dev/null || need_apt+=(prometheus)  # the server and promtool, for the observability tests
 command -v python3 >/dev/null || need_apt+=(python3 python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then

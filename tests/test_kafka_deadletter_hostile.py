@@ -18,9 +18,22 @@ from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, Producer
-from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
+from confluent_kafka.admin import (
+    AclBinding,
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 
 from harness import kafkautil
+from harness.kafka import KafkaBroker
 from harness.process import ConsumerProcess
 from harness.records import encode_raw, sample_record
 from harness.trackapi import TrackApi
@@ -409,3 +422,92 @@ def test_deleted_dead_letter_topic_holds_its_partition_until_recreated(kafka_boo
     report("deleted_topic_recovered", seconds_to_commit=round(recovered_s, 1), dead_letters=len(letters))
     assert [(d.key, d.headers["dlq.source.offset"]) for d in letters] == [(b"poison", str(poison_at[1]))]
     assert user_ids(after0, "del0") | user_ids(after1, "del1") <= delivered(api).keys()
+
+
+def test_dead_letter_write_denied_by_acl_then_allowed(tmp_path: Path) -> None:
+    """A broker with an authorizer: Write on the dead-letter topic is denied mid-run, then allowed again.
+
+    Everyone may do anything where no ACL names a resource; the test gives the dead-letter topic an
+    ALLOW-all ACL plus a DENY Write one, for the consumer's principal (User:ANONYMOUS on PLAINTEXT).
+    """
+    broker = KafkaBroker(
+        tmp_path / "kafka-acl",
+        extra_props={
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "allow.everyone.if.no.acl.found": "true",
+        },
+    )
+    broker.start(timeout=120)
+    try:
+        bootstrap = broker.bootstrap
+        topic = f"acl-{uuid.uuid4().hex[:8]}"
+        dlq = topic + ".dlq"
+        create_topic(bootstrap, topic, 1)
+        create_topic(bootstrap, dlq, 1)
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+
+        def acl(operation: AclOperation, permission: AclPermissionType) -> AclBinding:
+            return AclBinding(
+                ResourceType.TOPIC, dlq, ResourcePatternType.LITERAL, "User:ANONYMOUS", "*", operation, permission
+            )
+
+        allow_all = acl(AclOperation.ALL, AclPermissionType.ALLOW)
+        deny_write = acl(AclOperation.WRITE, AclPermissionType.DENY)
+        with TrackApi() as api:
+            env = consumer_env(bootstrap, topic, api, RETRY_BACKOFF_MAX_S="2")
+            group = env["KAFKA_GROUP_ID"]
+            with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
+                proc.wait_ready()
+                for future in admin.create_acls([allow_all, deny_write]).values():
+                    future.result(timeout=30)
+                rows = good_rows("acl", 20, 0)
+                rows.insert(10, (b"poison", b"\xff\x00 not avro", 0))
+                positions = produce(bootstrap, topic, rows)
+                wait_until(lambda: refusing(proc), 90, "the dead letter refused", proc.logs)
+                assert alive(proc), exited(proc)
+                readyz = proc.get("/readyz")[0]
+                m = proc.metrics()
+                failures = {k: v for k, v in m.items() if k.startswith(FAILURES) and v}
+                poison_offset = positions[10][1]
+                wait_until(
+                    lambda: kafkautil.committed_offsets(bootstrap, group, topic, 1)[0] >= poison_offset,
+                    60,
+                    "the records before the poison committed",
+                    proc.logs,
+                )
+                committed = kafkautil.committed_offsets(bootstrap, group, topic, 1)
+                report(
+                    "acl_denied",
+                    readyz=readyz,
+                    failures=failures,
+                    stuck=m.get(STUCK),
+                    committed=committed,
+                    failure_log_lines=len(log_lines(proc, FAILED)),
+                )
+                assert readyz == 503
+                assert failures.get(f'{FAILURES}{{error="not_authorized"}}', 0) >= 1, failures
+                assert committed == {0: poison_offset}
+                deny_filter = AclBindingFilter(
+                    ResourceType.TOPIC,
+                    dlq,
+                    ResourcePatternType.LITERAL,
+                    "User:ANONYMOUS",
+                    "*",
+                    AclOperation.WRITE,
+                    AclPermissionType.DENY,
+                )
+                for future in admin.delete_acls([deny_filter]).values():
+                    future.result(timeout=30)
+                wait_until(
+                    lambda: kafkautil.committed_offsets(bootstrap, group, topic, 1) == {0: len(rows)},
+                    60,
+                    "every offset committed once Write was allowed",
+                    proc.logs,
+                )
+                wait_until(lambda: proc.get("/readyz")[0] == 200, 30, "ready again", proc.logs)
+                assert proc.stop() == 0
+        letters = kafkautil.read_all(bootstrap, dlq, 2, timeout_s=5)
+        assert [d.key for d in letters] == [b"poison"]
+        assert user_ids(rows[:10] + rows[11:], "acl") <= delivered(api).keys()
+    finally:
+        broker.stop()

@@ -105,7 +105,11 @@ def test_redrive_killed_with_sigkill_halfway_then_run_again_is_exactly_once(kafk
     assert all(r.partition == int(r.headers["dlq.redrive.from"].split("/")[1]) for r in committed)  # same partition
     assert kafkautil.committed_offsets(kafka_bootstrap, group, dlq, 2) == kafkautil.end_offsets(kafka_bootstrap, dlq, 2)
 
-    other = run_tool(env, "dlq", "redrive", "--reason", "decode_error")
+    copy = new_topic(kafka_bootstrap, 1, "scratch")
+    scratch = run_tool(env, "dlq", "redrive", "--reason", "decode_error", "--to", copy)
+    assert summary(scratch.stdout)["redriven"] == "5  decode_error=5", scratch.stdout + scratch.stderr
+    assert len(read_topic(kafka_bootstrap, copy)) == 5
+    other = run_tool(env, "dlq", "redrive", "--reason", "decode_error")  # a copy elsewhere is not a redrive
     assert other.returncode == 0, other.stderr
     assert summary(other.stdout)["redriven"] == "5  decode_error=5"
     again = run_tool(env, *args)

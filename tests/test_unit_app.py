@@ -134,6 +134,7 @@ class FakeDelivery:
 
     def __init__(self, *_args: Any, **_kwargs: Any) -> None:
         self.stop = threading.Event()
+        self.draining = threading.Event()
         self.release = threading.Event()
         self.release.set()
         self.closed = False

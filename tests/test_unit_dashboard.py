@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -11,14 +12,18 @@ import yaml
 
 from harness.dashboard import (
     Phase,
+    Query,
+    Result,
     alert_timeline,
     builtin_variables,
     dashboard_panels,
+    failures,
     format_duration,
     format_variable,
     grafana_interval,
     has_value,
     legend_name,
+    look_back,
     parse_duration,
     parse_label_values,
     phase_at,
@@ -26,6 +31,7 @@ from harness.dashboard import (
     resolve_variables,
     shorten_for,
     substitute,
+    true_quantile,
 )
 
 CHART = Path(__file__).resolve().parents[1] / "helm" / "group-enriched-consumer"
@@ -159,3 +165,99 @@ def test_alert_timeline_and_phases() -> None:
     assert alert_timeline(series) == {"A": {"pending": (10, 11), "firing": (12, 20)}}
     phases = [Phase("one", 0, 10), Phase("two", 10, 20)]
     assert [phase_at(phases, t) for t in (-1, 0, 10, 19.9, 20)] == ["before", "one", "two", "two", "after"]
+
+
+def _histogram_quantile(q: float, bounds: tuple[float, ...], values: list[float]) -> float:
+    """Prometheus's histogram_quantile over one histogram: linear within the bucket the rank falls in."""
+    counts = [sum(v <= b for v in values) for b in bounds]
+    rank = q * len(values)
+    lower, below = 0.0, 0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            return lower + (bound - lower) * (rank - below) / max(count - below, 1)
+        lower, below = bound, count
+    return bounds[-1]
+
+
+def test_latency_buckets_read_an_outage_p99_close_to_the_truth() -> None:
+    from consumer.telemetry import _LATENCY_BUCKETS as new
+
+    old = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+    # A backlog that built up for `seconds` (latencies spread evenly up to it): the p99 read
+    # stays within 1.5x of the truth from 0.2 s to 3,000 s.
+    worst = (1.0, 0.0)
+    for seconds in [0.2 * 1.05**k for k in range(198)]:
+        waited = [seconds * i / 1000 for i in range(1, 1001)]
+        truth = 0.99 * seconds
+        read = _histogram_quantile(0.99, new, waited)
+        assert read >= truth * 0.999, seconds
+        worst = max(worst, (read / truth, seconds))
+    assert worst[0] <= 1.5, f"p99 read {worst[0]:.2f}x the truth for a {worst[1]:.1f} s backlog"
+    twenty = [20 * i / 1000 for i in range(1, 1001)]
+    assert _histogram_quantile(0.99, old, twenty) > 29  # what the issue saw: 19.8 s read as ~30 s
+    assert abs(_histogram_quantile(0.99, new, twenty) - 19.8) < 0.1
+    assert set(old) <= set(new)  # old le values keep working across a rolling upgrade
+    assert len(new) <= 30 and new[-1] >= 3600
+    assert max(b / a for a, b in itertools.pairwise(new) if a >= 0.1) <= 1.7
+
+
+def test_true_quantile_over_the_window_before_a_time() -> None:
+    latencies = [(float(t), float(t)) for t in range(1, 101)]  # accepted at t, waited t seconds
+    assert true_quantile(latencies, 100, 4, 0.99) == 100
+    assert true_quantile(latencies, 100, 100, 0.5) == 50
+    assert true_quantile(latencies, 100, 100, 0.99) == 99
+    assert true_quantile(latencies, 200, 4, 0.99) is None
+
+
+def test_look_back_is_the_longest_window_of_an_expression() -> None:
+    assert look_back("increase(x[15m]) > 0") == 900
+    assert look_back("deriv(sum(x)[10m:1m]) > 0 and rate(y[5m]) > 0") == 600
+    assert look_back("max(x offset 15m)") == 900
+    assert look_back("max(x) == 1") == 0
+
+
+def test_failures_name_the_panel_and_the_query() -> None:
+    q = Query("Lag", "timeseries", "B", "max(x)", "", False, "time_series")
+    nan = Result(q, 'max(x{job=~".+"})', [{"metric": {}, "values": [[1, "NaN"]]}])
+    assert failures([Result(q, "max(x)", [{"metric": {}, "values": [[1, "2"]]}])]) == []
+    [message] = failures([nan])
+    assert "panel 'Lag' query B: no series with a value" in message and 'max(x{job=~".+"})' in message
+    [message] = failures([Result(q, "max(", [], "parse error")])
+    assert "parse error" in message
+
+
+def test_render_draws_every_kind_of_panel(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from harness.dashboard import Incident, render
+
+    dashboard = {
+        "title": "T",
+        "panels": [
+            {"type": "stat", "title": "S", "gridPos": {"x": 0, "y": 0, "w": 6, "h": 4},
+             "targets": [{"expr": "a", "refId": "A", "instant": True}]},
+            {"type": "row", "title": "R", "gridPos": {"x": 0, "y": 4, "w": 24, "h": 1}},
+            {"type": "timeseries", "title": "L", "gridPos": {"x": 0, "y": 5, "w": 12, "h": 8},
+             "fieldConfig": {"defaults": {"unit": "s"}},
+             "targets": [{"expr": "b", "refId": "A", "legendFormat": "{{x}}"}]},
+            {"type": "heatmap", "title": "H", "gridPos": {"x": 12, "y": 5, "w": 12, "h": 8},
+             "targets": [{"expr": "c", "refId": "A", "format": "heatmap"}]},
+            {"type": "table", "title": "N", "gridPos": {"x": 0, "y": 13, "w": 24, "h": 4},
+             "targets": [{"expr": "d", "refId": "A", "instant": True}]},
+            {"type": "text", "title": "Text", "gridPos": {"x": 0, "y": 17, "w": 24, "h": 2}},
+        ],
+    }  # fmt: skip
+    panels = dashboard_panels(dashboard)
+    q = {p.title: p.queries[0] for p in panels if p.queries}
+    ts = [[100 + i, str(i * 0.5)] for i in range(10)]
+    results = [
+        Result(q["S"], "a", [{"metric": {}, "value": [110, "3"]}]),
+        Result(
+            q["L"], "b", [{"metric": {"x": "p99"}, "values": ts}, {"metric": {"x": "p50"}, "values": [[100, "NaN"]]}]
+        ),
+        Result(q["H"], "c", [{"metric": {"le": le}, "values": ts} for le in ("1.0", "5.0", "+Inf")]),
+        Result(q["N"], "d", [{"metric": {}, "value": [110, "1"]}]),
+    ]
+    incident = Incident([Phase("one", 100, 105), Phase("two", 105, 110)], 100, 110, 0, 0, [])
+    out = tmp_path / "d.png"
+    render(dashboard, panels, results, incident, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
 from consumer.ops import cli, plan
@@ -158,3 +160,54 @@ def test_inspect_hints_at_the_other_wire_format() -> None:
     assert framing_hint(b"\x02abc", raw) is None
     assert "no Confluent framing" in (framing_hint(b"\x02abc", framed) or "")
     assert framing_hint(b"\x00\x00\x00\x00\x07abc", framed) is None
+
+
+def test_a_list_line_shows_an_omitted_value_and_its_size() -> None:
+    from consumer.ops.selection import list_line
+
+    d = DeadLetter(
+        "src.dlq",
+        0,
+        3,
+        NOW,
+        b"k",
+        None,
+        [*letter().headers, (h.VALUE_OMITTED, b"too_large"), (h.VALUE_SIZE, b"2000000")],
+    )
+    assert "value omitted(2000000B)" in list_line(d)
+    assert skip_reason(d, 3) == "value_omitted"
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_is_a_bar_on_a_terminal_and_lines_otherwise() -> None:
+    from consumer.ops.dlq import Progress, Tally
+
+    tally = Tally(examined=5, selected=4, transactions=1)
+    tally.redriven["rejected"] = 4
+    term, plain = _Terminal(), io.StringIO()
+    for stream in (term, plain):
+        p = Progress(stream, 10)
+        p.update(tally, committed=False)
+        p.update(tally, committed=True)
+        p.done()
+    assert term.getvalue().startswith("\r[###############               ] 5/10 examined, 4 selected, 4 redriven")
+    assert plain.getvalue() == "progress: transaction 1 committed: 5/10 examined, 4 selected, 4 redriven, 0 skipped\n"
+
+
+def test_inspect_reports_an_unavailable_registry_as_a_failure_not_a_dead_letter() -> None:
+    from consumer import decode as dec
+    from consumer.config import load
+    from consumer.ops.client import ToolError
+    from consumer.ops.inspect import evaluate
+
+    class Down:
+        def decode(self, value: bytes) -> dict:
+            raise dec.RegistryUnavailable("Schema Registry unreachable: ConnectError")
+
+    settings, _ = load({"KAFKA_BOOTSTRAP_SERVERS": "b:9092", "TRACK_API_TOKEN": "t"})
+    with pytest.raises(ToolError, match="would retry this record"):
+        evaluate(Down(), settings, b"\x00\x00\x00\x00\x01x", None)

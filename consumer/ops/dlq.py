@@ -133,9 +133,11 @@ def ledger_topic(dlq: str) -> str:
     return f"{dlq}.redriven"
 
 
-def ledger_key(d: DeadLetter) -> bytes:
-    """Names one dead letter for good: its coordinates and timestamp (a re-created topic reuses offsets)."""
-    return f"{d.partition}/{d.offset}/{d.timestamp_ms}".encode()
+def ledger_key(d: DeadLetter, target: str) -> bytes:
+    """One dead letter published to one topic: the target, then the dead letter's coordinates and
+    timestamp (a re-created topic reuses offsets). Per target, so a copy sent `--to` a scratch
+    topic does not count as redriven to the source."""
+    return f"{target}:{d.partition}/{d.offset}/{d.timestamp_ms}".encode()
 
 
 def redrive(settings: Settings, overrides: dict[str, str], options: RedriveOptions, out: TextIO) -> int:
@@ -256,7 +258,8 @@ def _run(
         if options.selection.matches(d):
             tally.selected += 1
             why = skip_reason(d, options.max_attempts)
-            if ledger_key(d) in done:
+            target = options.to_topic or d.source_topic or settings.kafka_topic
+            if ledger_key(d, target) in done:
                 tally.already += 1  # an earlier redrive (maybe with another filter) published it
             elif why is not None:
                 tally.skipped[why] += 1
@@ -272,10 +275,11 @@ def _run(
                         file=out,
                     )
                 else:
-                    target = options.to_topic or d.source_topic or settings.kafka_topic
                     _publish(producer, consumer, target, d, options.to_topic is None, partitions_of, delivered)
                     entry = orjson.dumps({"to": target, "at": int(time.time() * 1000), "source": d.source})
-                    _produce(producer, topic=ledger_topic(dlq), key=ledger_key(d), value=entry, on_delivery=delivered)
+                    _produce(
+                        producer, topic=ledger_topic(dlq), key=ledger_key(d, target), value=entry, on_delivery=delivered
+                    )
         progress.update(tally, committed=False)
         if in_txn >= options.transaction_size:
             commit()
@@ -325,6 +329,9 @@ def _produce(producer: Producer, **kwargs: object) -> None:
 def _commit(producer: Producer, consumer: Consumer, dlq: str, positions: dict[int, int], failed: list[str]) -> None:
     offsets = [TopicPartition(dlq, p, o) for p, o in sorted(positions.items())]
     try:
+        # commit_transaction would flush too; flushing first puts every record in the log before the
+        # offsets go in, the state the SIGKILL test stops at (its failpoint) and a real crash may leave.
+        producer.flush(client.TIMEOUT_S * 4)
         producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), client.TIMEOUT_S * 2)
         _failpoint("redrive.before_commit")
         producer.commit_transaction(client.TIMEOUT_S * 4)

@@ -19,6 +19,7 @@ SOURCE_OFFSET = "dlq.source.offset"
 HTTP_STATUS = "dlq.http.status"
 # Written by the consumer when a dead letter could not carry its (oversized) value.
 VALUE_OMITTED = "dlq.value.omitted"
+VALUE_SIZE = "dlq.value.size"
 # Set by `dlq redrive` on a record it publishes again: the dead letter it came from
 # (`<topic>/<partition>/<offset>`) and how many times the record has failed so far.
 REDRIVE_FROM = "dlq.redrive.from"

@@ -18,6 +18,7 @@ from consumer import decode as dec
 from consumer.config import Settings
 from consumer.convert import Unconvertible, dead_letter_reason, encode_event
 from consumer.ops import client
+from consumer.ops.headers import VALUE_OMITTED
 from consumer.ops.selection import iso
 
 
@@ -32,6 +33,13 @@ def evaluate(
     """What the consumer does with one value: skip it, send an event, or dead-letter it."""
     if value is None:
         return {"outcome": "skipped", "reason": "tombstone"}
+    try:
+        return _evaluate(decoder, settings, value, idempotency_key)
+    except dec.RegistryUnavailable as exc:  # the consumer would wait and retry: say so, decide nothing
+        raise client.ToolError(f"{exc}; the consumer would retry this record, not dead-letter it") from None
+
+
+def _evaluate(decoder: dec.Decoder, settings: Settings, value: bytes, idempotency_key: str | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with contextlib.suppress(dec.DecodeError):  # encode_event raises it again, as the consumer would see it
         out["avro"] = decoder.decode(value)
@@ -113,7 +121,12 @@ def from_message(m: Message, decoder: dec.Decoder, settings: Settings) -> dict[s
         "value_bytes": None if value is None else len(value),
         "headers": [(k, _text(v)) for k, v in m.headers() or []],
     }
-    record.update(evaluate(decoder, settings, value, key))
+    omitted = dict(m.headers() or []).get(VALUE_OMITTED)
+    if value is None and omitted is not None:
+        # A dead letter written without its (too large) value: not a tombstone.
+        record.update(outcome="skipped", reason=f"value omitted from the dead letter ({omitted.decode()})")
+    else:
+        record.update(evaluate(decoder, settings, value, key))
     return record
 
 

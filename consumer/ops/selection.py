@@ -230,7 +230,7 @@ def short(message: str, limit: int = MESSAGE_CHARS) -> str:
 
 def list_line(d: DeadLetter) -> str:
     """One line of `dlq list`."""
-    size = "omitted" if d.value_omitted else _size(d.value)
+    size = f"omitted({d.header(h.VALUE_SIZE) or '?'}B)" if d.value_omitted else _size(d.value)
     return (
         f"{iso(d.timestamp_ms)}  {d.coordinates:<24} source {d.source:<28} {d.reason:<14} "
         f"attempts {d.attempts}  key {_size(d.key)} value {size}  {short(d.message)}"
