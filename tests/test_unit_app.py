@@ -475,3 +475,25 @@ def test_timer_commits_asynchronously_what_was_delivered(make_app: Callable[...,
     src.script.append(records(0, 0, 5))
     step_until(app, lambda: src.stored() == {0: 5})
     assert all(wait is False for _, wait, _ in src.commits)
+
+
+# ---- loop hygiene --------------------------------------------------------------------------------------
+
+
+class ErrorMessage(FakeMessage):
+    def error(self) -> KafkaError:  # type: ignore[override]
+        return KafkaError(KafkaError._TRANSPORT, "Broker: transport failure")
+
+
+def test_consume_errors_are_logged_once_per_interval(
+    make_app: Callable[..., app_module.App], caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app()
+    src = fake(app)
+    src.start(app.tracker.committed)
+    src.assign([0])
+    for _ in range(50):
+        src.script.append([ErrorMessage(0, 0, None)])
+    with caplog.at_level(logging.WARNING):
+        step_until(app, lambda: not src.script)
+    assert len([r for r in caplog.records if "consume error" in r.getMessage()]) == 1

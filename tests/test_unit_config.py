@@ -236,3 +236,12 @@ def test_load_ignores_the_process_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("TRACK_API_TOKEN", TOKEN)
     with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS"):
         load({})
+
+
+@pytest.mark.parametrize("shutdown, stall", [("60", "60"), ("90", "60"), ("30", "20")])
+def test_a_shutdown_timeout_not_below_the_stall_timeout_is_refused(shutdown: str, stall: str) -> None:
+    """A revoke may wait SHUTDOWN_TIMEOUT_S; the liveness probe must not call that a stall."""
+    with pytest.raises(ConfigError) as err:
+        load({**BASE, "SHUTDOWN_TIMEOUT_S": shutdown, "HEALTH_STALL_TIMEOUT_S": stall})
+    assert "SHUTDOWN_TIMEOUT_S" in str(err.value) and "HEALTH_STALL_TIMEOUT_S" in str(err.value)
+    assert "\n" not in str(err.value)
