@@ -73,6 +73,7 @@ class App:
         self.last_commit = 0.0
         self.assigned_at: float | None = None  # set by an assignment until its first records arrive
         self._finished = False  # the final commit ran
+        self._consume_errors = Throttle(30.0)
         self.left_uncommitted = 0  # offsets done but not committed when released while draining
         self._closed = False
         try:
@@ -290,7 +291,8 @@ class App:
         registry_failed = False
         for i, m in enumerate(messages):
             if (err := m.error()) is not None:
-                log.warning("Kafka consume error: %s", err.str())
+                if self._consume_errors.allow(err.code()):  # one per kind every 30 s: outages repeat them
+                    log.warning("Kafka consume error: %s", err.str())
                 continue
             partition = m.partition()
             if partition not in owned:
