@@ -62,6 +62,7 @@ class Settings(BaseSettings):
     track_api_ca_bundle: Path | None = None
     idempotency_key: bool = False
     breaker_refused_events: int = Field(100, ge=0)  # 0: no breaker (consumer/breaker.py)
+    retry_after_max_s: float = Field(60.0, gt=0)  # the longest Retry-After honoured
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **_sources):  # type: ignore[no-untyped-def]

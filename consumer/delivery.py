@@ -21,7 +21,15 @@ from consumer.batcher import Batch, Item
 from consumer.breaker import Breaker, Change
 from consumer.config import ConfigError, valid_token
 from consumer.flow import ConcurrencyLimit
-from consumer.retry import Action, backoff, classify, is_api_body, retry_after_s, retry_reason
+from consumer.retry import (
+    Action,
+    backoff,
+    bounded_retry_after,
+    classify,
+    is_api_body,
+    retry_after_s,
+    retry_reason,
+)
 from consumer.telemetry import Health, Metrics
 from consumer.throttle import Throttle
 
@@ -105,10 +113,13 @@ class RetryGate:
         with self._lock:
             self._not_before = max(self._not_before, time.monotonic() + seconds)
 
-    def wait(self, stop: threading.Event) -> bool:
-        """Sleep until the deadline; False if `stop` was set meanwhile."""
+    def wait(self, stop: threading.Event, draining: threading.Event | None = None) -> bool:
+        """Sleep until the deadline; False if `stop` was set meanwhile, or `draining` while a wait was due."""
         while (delay := self._not_before - time.monotonic()) > 0:
-            if stop.wait(min(delay, 1.0)):  # bounded: Event.wait overflows on absurd Retry-After values
+            if draining is not None and draining.is_set():
+                return False  # a stop is never delayed by a Retry-After wait
+            step = 1.0 if draining is None else 0.1  # bounded: Event.wait overflows on absurd Retry-After values
+            if stop.wait(min(delay, step)):
                 return False
         return not stop.is_set()
 
@@ -132,6 +143,7 @@ class Delivery:
         ca_bundle: Path | None = None,
         auth: str = "bearer",
         breaker_refused_events: int = 100,
+        retry_after_max_s: float = 60.0,
     ) -> None:
         self.url = url
         self.host = httpx.URL(url).host  # for log lines: never the whole URL (it may carry credentials)
@@ -143,6 +155,8 @@ class Delivery:
         self.health = health
         self.gate = RetryGate()
         self.stop = threading.Event()  # set when in-flight work must be abandoned
+        self.draining = threading.Event()  # set at shutdown: no Retry-After is waited out any more
+        self.retry_after_max_s = retry_after_max_s
         self._auth_log = Throttle(AUTH_LOG_INTERVAL_S)
         self._failure_log = Throttle(FAILURE_LOG_INTERVAL_S)
         self.breaker = Breaker(breaker_refused_events)  # shared by every worker, under _breaker_lock
@@ -228,7 +242,7 @@ class Delivery:
     def _post_until_final(self, body: bytes, events: int) -> tuple[Action, int, str] | None:
         """POST until the answer is DONE, SPLIT or BISECT; None when abandoned."""
         attempt = 0
-        while self.gate.wait(self.stop):
+        while self.gate.wait(self.stop, self.draining):
             status, message, retry_after, api_body = self._post(body, events)
             action = classify(status, api_body)
             if action is Action.AUTH:
@@ -242,10 +256,17 @@ class Delivery:
             self.metrics.retries.labels(retry_reason(status, api_body)).inc()
             if status is not None and action is Action.RETRY and api_body:
                 self._log_failure(f"HTTP {status}", message)
-            if retry_after is not None:
-                self.gate.defer(retry_after)
-                continue
             cap = AUTH_BACKOFF_MAX_S if action is Action.AUTH else self.backoff_max_s
+            if retry_after is not None:
+                # Never sooner than the backoff would retry anyway (`Retry-After: 0` in a loop),
+                # never longer than RETRY_AFTER_MAX_S (`Retry-After: 86400` must not stop delivery).
+                floor = max(BACKOFF_BASE_S, backoff(attempt, BACKOFF_BASE_S, cap))
+                wait, bound = bounded_retry_after(retry_after, floor, self.retry_after_max_s)
+                if bound is not None:
+                    self.metrics.retry_after_bounded.labels(bound).inc()
+                self.gate.defer(wait)
+                attempt += 1
+                continue
             if self.stop.wait(backoff(attempt, BACKOFF_BASE_S, cap)):
                 return None
             attempt += 1

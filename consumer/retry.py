@@ -82,6 +82,18 @@ def backoff(attempt: int, base_s: float, cap_s: float, rng: random.Random | None
     return (rng or random).uniform(0, ceiling)
 
 
+def bounded_retry_after(seconds: float, floor_s: float, cap_s: float) -> tuple[float, str | None]:
+    """A `Retry-After` wait held between a floor and a cap: (seconds, the bound applied or None).
+
+    The cap wins over the floor: a Retry-After never holds delivery longer than `cap_s`.
+    """
+    if seconds > cap_s:
+        return cap_s, "cap"
+    if seconds < floor_s:
+        return min(floor_s, cap_s), "floor"
+    return seconds, None
+
+
 def retry_after_s(value: str | None, now_epoch_s: float) -> float | None:
     """Seconds a `Retry-After` header asks to wait (delta-seconds or an HTTP date); None if absent or bad."""
     if not value:

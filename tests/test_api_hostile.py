@@ -8,6 +8,7 @@ password inside a URL. `pytest -s` prints the figures (`HOSTILE ...` lines).
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -157,3 +158,59 @@ def test_200_html_commits_nothing(kafka_bootstrap: str, tmp_path: Path) -> None:
     assert committed_during == 0
     assert not_json >= 20
     assert "127.0.0.1" in line and "not the Track API" in line
+
+
+# ---- 3. Retry-After bounds ------------------------------------------------------------------------------
+
+
+def test_retry_after_floor_cap_and_stop(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Retry-After 0 → a bounded request rate; 86400 → resumes within the cap; SIGTERM never waits for it."""
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
+    produce(kafka_bootstrap, topic, 0, 2000, "ra")
+    retry_after: list[str | None] = ["0"]
+    api = TrackApi(respond=lambda _e, _h: None if retry_after[0] is None else (503, {"Retry-After": retry_after[0]}))
+    api.start()
+    # 20 batches: every worker of the pool has one to retry.
+    env = consumer_env(
+        kafka_bootstrap, topic, api, BATCH_MAX_EVENTS="100", RETRY_AFTER_MAX_S="5", RETRY_BACKOFF_MAX_S="2"
+    )
+    group = env["KAFKA_GROUP_ID"]
+    try:
+        with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
+            wait_until(lambda: api.requests, 120, "a first request", proc.logs)
+            n0, t0 = len(api.requests), time.monotonic()
+            time.sleep(5)  # a measuring window, not synchronisation
+            rate = (len(api.requests) - n0) / (time.monotonic() - t0)
+
+            retry_after[0] = "86400"
+            mark = len(api.requests)
+            wait_until(lambda: len(api.requests) > mark + 1, 60, "an answer with Retry-After: 86400", proc.logs)
+            retry_after[0] = None
+            resumed_s = poll(lambda: api.count() > 0, 45)
+            if resumed_s is not None:
+                wait_until(lambda: fully_committed(kafka_bootstrap, group, topic, PARTITIONS), 120, "all committed")
+            m = proc.metrics()
+            clamped = {b: m.get(f'group_enriched_retry_after_clamped_total{{bound="{b}"}}') for b in ("floor", "cap")}
+
+            retry_after[0] = "86400"
+            mark = len(api.requests)
+            produce(kafka_bootstrap, topic, 2000, 40, "ra")
+            poll(lambda: len(api.requests) > mark, 30)  # never comes if the first 86400 still holds
+            started = time.monotonic()
+            code = proc.stop(signal.SIGTERM)
+            stop_s = time.monotonic() - started
+    finally:
+        api.kill()
+    report(
+        "retry_after",
+        requests_per_s_under_retry_after_0=round(rate, 1),
+        resume_s_after_86400_with_cap_5=None if resumed_s is None else round(resumed_s, 1),
+        clamped=clamped,
+        sigterm_s_during_86400=round(stop_s, 1),
+        exit_code=code,
+    )
+    assert rate < 50
+    assert resumed_s is not None
+    assert clamped["floor"] and clamped["floor"] > 0 and clamped["cap"] and clamped["cap"] > 0
+    assert code == 0
+    assert stop_s < 15  # SHUTDOWN_TIMEOUT_S is 25: the drain did not wait for the Retry-After

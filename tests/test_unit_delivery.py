@@ -264,3 +264,23 @@ def test_huge_retry_after_waits_until_stopped(seconds: float) -> None:
     thread.join(2)
     assert "error" not in result, result.get("error")
     assert result.get("value") is False
+
+
+def test_draining_gives_up_a_retry_after_wait_promptly() -> None:
+    """A stop is never delayed by a Retry-After wait: once draining, a pending wait returns False."""
+    gate = RetryGate()
+    gate.defer(86400)
+    stop, draining = threading.Event(), threading.Event()
+    result: dict[str, object] = {}
+    thread = threading.Thread(target=lambda: result.update(value=gate.wait(stop, draining)))
+    thread.start()
+    draining.set()
+    thread.join(5)
+    assert not thread.is_alive()
+    assert result["value"] is False
+
+
+def test_draining_does_not_block_a_gate_with_nothing_to_wait() -> None:
+    draining = threading.Event()
+    draining.set()
+    assert RetryGate().wait(threading.Event(), draining) is True

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.retry import Action, backoff, classify, is_api_body, retry_after_s, retry_reason
+from consumer.retry import Action, backoff, bounded_retry_after, classify, is_api_body, retry_after_s, retry_reason
 
 NOW = 1_729_439_495.0  # a whole second, so HTTP dates (1 s resolution) compare exactly
 
@@ -273,3 +273,30 @@ def test_a_2xx_without_an_api_body_is_retried_not_done() -> None:
     # The flag speaks of 2xx only: other statuses keep their meaning.
     assert classify(400, api_body=False) is Action.BISECT
     assert classify(503, api_body=False) is Action.RETRY
+
+
+# ---- Retry-After bounds --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("seconds", "wait", "bound"),
+    [
+        (0.0, 0.1, "floor"),  # Retry-After: 0 (or a past date) in a loop must not hammer the API
+        (0.05, 0.1, "floor"),
+        (0.1, 0.1, None),
+        (5.0, 5.0, None),
+        (60.0, 60.0, None),
+        (61.0, 60.0, "cap"),
+        (86400.0, 60.0, "cap"),  # an absurd value must not stop delivery for a day
+        (float("inf"), 60.0, "cap"),
+    ],
+)
+def test_bounded_retry_after(seconds: float, wait: float, bound: str | None) -> None:
+    assert bounded_retry_after(seconds, 0.1, 60.0) == (wait, bound)
+
+
+@given(st.floats(0, 1e12), st.floats(0, 100), st.floats(0.001, 1000))
+def test_bounded_retry_after_never_exceeds_the_cap(seconds: float, floor: float, cap: float) -> None:
+    wait, _ = bounded_retry_after(seconds, floor, cap)
+    assert wait <= cap
+    assert wait >= min(floor, cap) or wait == seconds
