@@ -61,6 +61,10 @@ class OffsetTracker:
     def track(self, partition: int, offset: int) -> Ticket:
         """Record a consumed offset; offsets of one partition must arrive in ascending order."""
         p = self._partitions[partition]
+        if not p.open and p.position is not None and (p.next_offset is None or p.position > p.next_offset):
+            # Everything below the position is done: the watermark starts there, or the next
+            # commit would fall back below one already made at the position.
+            p.next_offset = p.position
         p.open.append(offset)
         return (partition, p.generation, offset)
 
