@@ -20,7 +20,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 
-from confluent_kafka import Message, TopicPartition
+from confluent_kafka import KafkaError, Message, TopicPartition
 
 from consumer import decode as dec
 from consumer.batcher import Batch, Batcher, Item
@@ -31,7 +31,7 @@ from consumer.delivery import Delivery, Outcome, TokenSource
 from consumer.flow import BufferBudget, ConcurrencyLimit
 from consumer.offsets import OffsetTracker, Ticket
 from consumer.retry import backoff
-from consumer.source import Source, common_config
+from consumer.source import Source, commit_retriable, common_config
 from consumer.telemetry import Health, Metrics, serve
 from consumer.throttle import Throttle
 
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 CONSUME_MAX = 1000  # records per consume() call
 LOOP_WAIT_S = 0.05  # longest a loop iteration blocks; bounds how late an outcome is noticed
 ABORT_FLUSH_S = 5.0  # after a failure, how long pending dead letters may take before the exit
+FINAL_COMMIT_MIN_S = 2.0  # the final commit's retries get this long even when the drain used its budget
+COMMIT_RETRY_S = 0.1  # between final-commit attempts, how long to serve the group (a rebalance)
 
 
 class App:
@@ -71,6 +73,8 @@ class App:
         self.last_commit = 0.0
         self.assigned_at: float | None = None  # set by an assignment until its first records arrive
         self._finished = False  # the final commit ran
+        self._consume_errors = Throttle(30.0)
+        self.left_uncommitted = 0  # offsets done but not committed when released while draining
         self._closed = False
         try:
             self.server = serve(settings.metrics_port, self.metrics, self.health)
@@ -176,20 +180,36 @@ class App:
             self._dispatch()
             self._collect(wait_s=LOOP_WAIT_S)
             self.dead_letters.poll()
-        abandoned = self.in_batches
+        abandoned = self.in_batches + len(self.inbox)
         self._learn_positions()  # outside consume(): a trailing transaction marker is committed too
-        self._final_commit(max(self.drain_deadline - time.monotonic(), 1.0))
+        self._final_commit(
+            flush_s=max(self.drain_deadline - time.monotonic(), 1.0),
+            deadline=max(self.drain_deadline, time.monotonic() + FINAL_COMMIT_MIN_S),
+        )
         self.close()
-        log.info("consumer stopped", extra={"undelivered_left_uncommitted": abandoned})
+        log.info(
+            "consumer stopped",
+            extra={"undelivered_left_uncommitted": abandoned, "delivered_left_uncommitted": self.left_uncommitted},
+        )
         return 0
 
-    def _final_commit(self, flush_s: float) -> None:
-        """Give up on unfinished deliveries, store pending dead letters, commit everything finished."""
+    def _final_commit(self, flush_s: float, deadline: float) -> None:
+        """Give up on unfinished deliveries, store pending dead letters, commit everything finished.
+
+        A commit the group refuses while it rebalances (`generation id is not valid`, `rebalance
+        in progress`) is retried until `deadline`, serving the rebalance in between: the new
+        generation lets it through, or a revoke commits its partitions itself.
+        """
         self._finished = True
         self.delivery.stop.set()  # in-flight retries give up; their records stay uncommitted
         self.dead_letters.flush(flush_s)
         self._collect(wait_s=0)
-        self._commit(wait=True)
+        while (err := self._commit(wait=True)) is not None and self.source.fatal is None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not commit_retriable(err):
+                break
+            self.source.serve(min(COMMIT_RETRY_S, remaining))
+            self.health.beat()
 
     def close(self) -> None:
         """Release everything once. After a failure (nothing drained), first commit what was delivered.
@@ -205,7 +225,8 @@ class App:
         self.drain_deadline = time.monotonic()  # the revoke inside source.close() must not wait
         if not self._finished:
             try:
-                self._final_commit(min(ABORT_FLUSH_S, self.settings.shutdown_timeout_s))
+                budget = min(ABORT_FLUSH_S, self.settings.shutdown_timeout_s)
+                self._final_commit(flush_s=budget, deadline=time.monotonic() + budget)
             except Exception as exc:  # best effort: the cause is logged already; what is uncommitted is re-read
                 log.warning("could not commit on the way out: %s: %s", type(exc).__name__, exc)
         for what, release in (
@@ -270,7 +291,8 @@ class App:
         registry_failed = False
         for i, m in enumerate(messages):
             if (err := m.error()) is not None:
-                log.warning("Kafka consume error: %s", err.str())
+                if self._consume_errors.allow(err.code()):  # one per kind every 30 s: outages repeat them
+                    log.warning("Kafka consume error: %s", err.str())
                 continue
             partition = m.partition()
             if partition not in owned:
@@ -436,9 +458,10 @@ class App:
             if partition not in waiting:
                 self.tracker.learn_position(partition, offset)
 
-    def _commit(self, wait: bool, partitions: set[int] | None = None) -> None:
+    def _commit(self, wait: bool, partitions: set[int] | None = None) -> KafkaError | None:
+        """Commit what is done; synchronous commits return the error, if any."""
         self.last_commit = time.monotonic()
-        self.source.commit(self.tracker.committable(partitions), wait)
+        return self.source.commit(self.tracker.committable(partitions), wait)
 
     # ---- rebalances (called by the consumer inside consume(), on this thread) ---------------------
 
@@ -467,6 +490,7 @@ class App:
         while time.monotonic() < deadline and any(b.partitions() & parts for b in self.inflight.values()):
             self._collect(wait_s=LOOP_WAIT_S)
             self.dead_letters.poll()
+            self.health.beat()  # waiting here (up to SHUTDOWN_TIMEOUT_S) is progress, not a stall
         self.dead_letters.flush(max(deadline - time.monotonic(), 0.5))
         self._commit(wait=True, partitions=parts)
         self._release(parts)
@@ -493,6 +517,8 @@ class App:
         self.ready = kept
 
     def _release(self, parts: set[int]) -> None:
+        if self.health.draining:  # for the stop line: what the next owner will send again
+            self.left_uncommitted += sum(self.tracker.uncommitted(p) for p in parts)
         self.dead_letters.forget(parts)  # the next owner dead-letters those records again
         if held := parts & self.held:
             # librdkafka keeps a pause across revoke and re-assign: a partition must come back unheld.

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
             object.__setattr__(self, "kafka_dlq_topic", f"{self.kafka_topic}.dlq")
         if not valid_topic(self.kafka_dlq_topic):  # derived from a long KAFKA_TOPIC
             raise ValueError(f"KAFKA_DLQ_TOPIC is invalid: {TOPIC_RULE} (unset, it is KAFKA_TOPIC + .dlq)")
+        if self.shutdown_timeout_s >= self.health_stall_timeout_s:
+            # A revoke may wait SHUTDOWN_TIMEOUT_S for in-flight batches; the liveness probe must not call it a stall.
+            raise ValueError("SHUTDOWN_TIMEOUT_S must be below HEALTH_STALL_TIMEOUT_S")
         if self.kafka_dlq_topic == self.kafka_topic:
             raise ValueError("KAFKA_DLQ_TOPIC must differ from KAFKA_TOPIC")
         if (self.track_api_token is None) == (self.track_api_token_file is None):

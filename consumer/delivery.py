@@ -71,6 +71,7 @@ class TokenSource:
         self._token = token or ""
         self._stamp: tuple[float, int] | None = None
         self._lock = threading.Lock()
+        self._say = Throttle(FAILURE_LOG_INTERVAL_S)  # the file is read before every request
         if path is not None:
             self.refresh()
             if not self._token:
@@ -92,13 +93,14 @@ class TokenSource:
                 return
             token = self._path.read_text().strip()
         except OSError as exc:
-            log.warning("cannot re-read %s; keeping the current value: %s", self._name, exc.strerror)
+            if self._say.allow("unreadable"):
+                log.warning("cannot re-read %s; keeping the current value: %s", self._name, exc.strerror)
             return
         with self._lock:
             self._stamp = stamp
             if self._valid(token):
                 self._token = token
-            elif token:
+            elif token and self._say.allow("unusable"):
                 log.warning("%s holds no usable value (not printable ASCII); keeping the current one", self._name)
 
 

@@ -34,7 +34,7 @@ class ConcurrencyLimit:
 
     Each request that comes back healthy and fast adds 1/limit (so +1 per full window);
     a congestion signal (429, 5xx, timeout, connection error, or a latency above
-    `tolerance` times the best latency seen lately + `slack_s`) halves the limit, at most once per
+    `tolerance` times the best latency of a successful request lately + `slack_s`) halves the limit, at most once per
     `cooldown_s`, since one overload episode fails a whole window of requests at once.
     Workers report and the main thread reads `current`; a report lost to a race between
     two workers only delays an adjustment, so there is no lock.
@@ -66,8 +66,11 @@ class ConcurrencyLimit:
     def on_response(self, latency_s: float, congested: bool, now: float) -> None:
         """Feed one request's result; `congested` for 429/5xx/network errors."""
         best = self._best_latency
-        # The baseline creeps up slowly, so a permanently slower API becomes the new normal.
-        self._best_latency = latency_s if best is None else min(latency_s, best * 1.01 + 0.0005)
+        if not congested:
+            # Learnt from successes only: a refused connection answers in a millisecond, and a
+            # baseline that low made every good response "slow" for minutes after an outage.
+            # It creeps up slowly, so a permanently slower API becomes the new normal.
+            self._best_latency = latency_s if best is None else min(latency_s, best * 1.01 + 0.0005)
         slow = best is not None and latency_s > self.tolerance * best + self.slack_s
         if congested or slow:
             if now - self._last_decrease >= self.cooldown_s:

@@ -28,7 +28,7 @@ Ticket = tuple[int, int, int]
 
 
 class _Partition:
-    __slots__ = ("acked", "committed", "generation", "next_offset", "open", "position")
+    __slots__ = ("acked", "committed", "first", "generation", "next_offset", "open", "position")
 
     def __init__(self, generation: int) -> None:
         self.generation = generation
@@ -37,6 +37,7 @@ class _Partition:
         self.next_offset: int | None = None  # the committable offset: everything below is done
         self.committed: int | None = None
         self.position: int | None = None  # the consumer's position: nothing below it is left to read
+        self.first: int | None = None  # the first offset done in this assignment (for `uncommitted`)
 
 
 class OffsetTracker:
@@ -60,6 +61,10 @@ class OffsetTracker:
     def track(self, partition: int, offset: int) -> Ticket:
         """Record a consumed offset; offsets of one partition must arrive in ascending order."""
         p = self._partitions[partition]
+        if not p.open and p.position is not None and (p.next_offset is None or p.position > p.next_offset):
+            # Everything below the position is done: the watermark starts there, or the next
+            # commit would fall back below one already made at the position.
+            p.next_offset = p.position
         p.open.append(offset)
         return (partition, p.generation, offset)
 
@@ -78,6 +83,8 @@ class OffsetTracker:
                 counted += 1
         for p in moved:
             open_, acked = p.open, p.acked
+            if p.first is None and open_:
+                p.first = open_[0]
             while open_ and open_[0] in acked:
                 offset = open_.popleft()
                 acked.discard(offset)
@@ -115,6 +122,15 @@ class OffsetTracker:
             if offset is not None and offset != p.committed:
                 out[n] = offset
         return out
+
+    def uncommitted(self, partition: int) -> int:
+        """How many offsets are done but not committed (an upper bound on records a next owner re-sends)."""
+        p = self._partitions.get(partition)
+        target = self.committable({partition}).get(partition)
+        if p is None or target is None:
+            return 0
+        base = p.committed if p.committed is not None else p.first
+        return max(target - base, 0) if base is not None else 0
 
     def committed(self, partition: int, offset: int) -> None:
         """The broker acknowledged a commit of `offset`."""

@@ -21,6 +21,7 @@ import ssl
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from consumer.config import SCHEMA_REGISTRY_CFG_PREFIX, ConfigError, Settings, valid_token
 from consumer.delivery import TokenSource
@@ -105,6 +106,11 @@ class RegistryClient:
                 f"{env_name('basic.auth.credentials.source')} is invalid: USER_INFO needs "
                 f"{env_name('basic.auth.user.info')} or {USER_INFO_FILE}"
             )
+        if source == "URL" and (has_user_info or not urlsplit(self._url).username):
+            raise ConfigError(
+                f"{env_name('basic.auth.credentials.source')} is invalid: URL needs the credentials in "
+                f"SCHEMA_REGISTRY_URL and no {env_name('basic.auth.user.info')} or {USER_INFO_FILE}"
+            )
         self._values = self._secret_values()
         self._log = Throttle(60.0)
         self._client = self._build(self._values, at_start=True)
@@ -156,8 +162,8 @@ class RegistryClient:
 
     @staticmethod
     def _scrub(message: str, conf: dict[str, Any]) -> str:
-        for prop in _SECRETS:
-            value = conf.get(prop)
+        url = urlsplit(str(conf.get("url", "")))
+        for value in [*(conf.get(prop) for prop in _SECRETS), url.password, url.username]:
             if isinstance(value, str) and value:
                 message = message.replace(value, "<redacted>")
                 for part in value.split(":"):  # user:password: the password alone may be quoted

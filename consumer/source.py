@@ -57,6 +57,26 @@ _SHARED_PREFIXES = ("security.", "sasl.", "ssl.", "ssl_")
 _SHARED_KEYS = {"client.id", "client.rack", "socket.keepalive.enable", "broker.address.family", "debug"}
 
 
+# Commit errors that a rebalance or a coordinator move causes: the same commit succeeds once it is over.
+_COMMIT_RETRIABLE = {
+    KafkaError.ILLEGAL_GENERATION,
+    KafkaError.REBALANCE_IN_PROGRESS,
+    KafkaError.UNKNOWN_MEMBER_ID,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._WAIT_COORD,
+}
+
+
+def commit_retriable(err: KafkaError) -> bool:
+    """True when a failed commit is worth retrying (after serving the group); never for a fatal error."""
+    return not err.fatal() and (err.code() in _COMMIT_RETRIABLE or err.retriable())
+
+
 def kafka_client(cls: type[T], config: dict[str, object]) -> T:
     """Create a librdkafka client; a bad KAFKA_CFG_* property becomes a one-line ConfigError."""
     try:
@@ -135,28 +155,48 @@ class Source:
             return {}
         return {tp.partition: tp.offset for tp in tps if tp.error is None and tp.offset >= 0}
 
-    def commit(self, offsets: dict[int, int], wait: bool) -> None:
-        """Commit `offsets` (next offset to read, per partition); failures are retried next time."""
+    def commit(self, offsets: dict[int, int], wait: bool) -> KafkaError | None:
+        """Commit `offsets` (next offset to read, per partition).
+
+        Asynchronous: a failure is logged when reported and the next commit carries the same
+        offsets again. Synchronous: returns the error (None once every offset is stored), so the
+        caller can retry while the group rebalances.
+        """
         if not offsets:
-            return
+            return None
         tps = [TopicPartition(self.topic, p, o) for p, o in offsets.items()]
         try:
             result = self.consumer.commit(offsets=tps, asynchronous=not wait)
         except KafkaException as exc:
-            log.warning("offset commit failed, will retry: %s", exc.args[0].str())
-            return
+            self._commit_failed(exc.args[0])
+            return exc.args[0]
         if wait and result:
             self._on_commit(None, result)
+            return next((tp.error for tp in result if tp.error is not None), None)
+        return None
+
+    def serve(self, timeout_s: float) -> None:
+        """Serve group events (a rebalance's callbacks run here) without taking records.
+
+        Used while leaving with every partition paused: a record handed out anyway (from a
+        partition assigned meanwhile) is dropped untracked, so no commit can pass it.
+        """
+        self.consumer.poll(timeout_s)
 
     def close(self) -> None:
         self.consumer.close()
 
     def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
         if err is not None and err.code() != KafkaError._NO_OFFSET:
-            log.warning("offset commit failed: %s", err.str())
+            self._commit_failed(err)
         for tp in partitions:
             if tp.error is None and tp.offset >= 0:
                 self._committed(tp.partition, tp.offset)
+
+    def _commit_failed(self, err: KafkaError) -> None:
+        # A coordinator outage fails every commit (5 a second with a short interval): each kind every 30 s.
+        if self._error_log.allow(("commit", err.code())):
+            log.warning("offset commit failed, will retry: %s", err.str())
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal():

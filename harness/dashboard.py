@@ -826,7 +826,7 @@ def _draw_heatmap(fig: Any, ax: Any, results: list[Result], t0: float) -> None:
     from matplotlib.colors import LinearSegmentedColormap
 
     cmap = LinearSegmentedColormap.from_list("grafana-oranges", ["#4a2100", "#c4560b", "#ff9830", "#fff0c0"])
-    cmap.set_bad(_PANEL)  # an empty cell is the panel's background, as in Grafana
+    cmap = cmap.with_extremes(bad=_PANEL)  # an empty cell is the panel's background, as in Grafana
     masked = [[v if v > 0 else math.nan for v in row] for row in grid]
     ax.pcolormesh(edges, range(len(series) + 1), masked, cmap=cmap, shading="flat")
     ax.set_yticks([i + 0.5 for i in range(len(series))])
@@ -869,6 +869,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="dashboard-"))
     failed = False
     with ExitStack() as stack:
+        stack.callback(shutil.rmtree, workdir, True)  # last out: after the broker and Prometheus stopped
         bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
         if bootstrap:
             say(f"kafka      using {bootstrap}")
@@ -926,7 +927,6 @@ def main(argv: list[str] | None = None) -> int:
                 target = args.png if len(all_results) == 1 else args.png.with_stem(f"{args.png.stem}-{Path(name).stem}")
                 render(dashboard, panels, results, incident, target)
                 say(f"png        {target}")
-    shutil.rmtree(workdir, ignore_errors=True)
     say(f"dashboard  {'FAILED' if failed else 'OK'} in {time.monotonic() - t0:.0f} s")
     return 1 if failed else 0
 

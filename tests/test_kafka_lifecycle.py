@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -86,3 +87,70 @@ def test_unexpected_exception_exits_within_seconds_and_commits_what_was_delivere
     assert rc == 1, proc.logs()[-2000:]
     assert len(tracebacks) == 1 and tracebacks[0]["level"] == "error", tracebacks
     assert committed == {0: 500}, committed
+
+
+# ---- item 5: a stop during a rebalance ----------------------------------------------------------------
+
+
+def stop_line(logs: str) -> dict[str, Any]:
+    lines = [e for e in log_entries(logs) if e.get("msg") == "consumer stopped"]
+    assert len(lines) == 1, logs[-2000:]
+    return lines[0]
+
+
+def test_stop_during_rebalance_commits_what_was_delivered(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """SIGTERM while a second consumer joins: the final commit completes, its next owner re-sends at most a batch.
+
+    A small buffer keeps the drain short, so the final commit lands in the rebalance's second
+    round, when the broker refuses a commit of the old generation (`generation id is not valid`).
+    """
+    partitions, n, batch = 4, 20_000, 100
+    topic = new_topic(kafka_bootstrap, partitions)
+    records = [sample_record(i, "stoprebal") for i in range(n)]
+    positions = kafkautil.produce(kafka_bootstrap, topic, [(None, encode_raw(r)) for r in records], partitions)
+    at = {r["user_id"]: pos for r, pos in zip(records, positions, strict=True)}
+    with TrackApi() as api:
+        env = consumer_env(
+            kafka_bootstrap,
+            topic,
+            api,
+            BATCH_MAX_EVENTS=str(batch),
+            MAX_INFLIGHT_REQUESTS="2",
+            BUFFER_MAX_EVENTS="1000",
+        )
+        group = env["KAFKA_GROUP_ID"]
+        first = ConsumerProcess(env, tmp_path / "first.log").start()
+        # librdkafka's default heartbeat: the newcomer takes up to 3 s to notice the second round.
+        second = ConsumerProcess({**env, "KAFKA_CFG_HEARTBEAT_INTERVAL_MS": "3000"}, tmp_path / "second.log")
+        try:
+            first.wait_ready()
+            assert api.wait_for(500, 60), first.logs()[-2000:]
+            second.start()
+            # The newcomer's join took partitions from the first consumer, which rejoins at once:
+            # the group's second round is under way. A fast drain lands the final commit inside it.
+            wait_until(lambda: '"partitions revoked"' in first.logs(), 60, "the first revoke", first.logs)
+            rc = first.stop()
+            assert rc == 0, first.logs()[-2000:]
+            wait_until(lambda: len({e["user_id"] for e in list(api.events)}) == n, 120, "every event", second.logs)
+            wait_until(
+                lambda: (
+                    kafkautil.committed_offsets(kafka_bootstrap, group, topic, partitions)
+                    == kafkautil.end_offsets(kafka_bootstrap, topic, partitions)
+                ),
+                60,
+                "offsets at the end",
+                second.logs,
+            )
+            assert second.stop() == 0, second.logs()[-2000:]
+        finally:
+            first.kill()
+            second.kill()
+    counts = Counter(at[e["user_id"]] for e in list(api.events))
+    duplicates = sum(c - 1 for c in counts.values())
+    stopped = stop_line(first.logs())
+    failed = first.logs().count("offset commit failed")
+    figures = {k: v for k, v in stopped.items() if k not in ("ts", "logger", "level", "msg")}
+    print(f"\nLIFECYCLE stop-during-rebalance: duplicates={duplicates} stop_line={figures} commit_failures={failed}")
+    assert len(counts) == n
+    assert duplicates <= batch, f"{duplicates} events re-sent by the next owner"
+    assert stopped["delivered_left_uncommitted"] >= duplicates, stopped

@@ -325,3 +325,12 @@ def test_log_lines_never_show_credentials_in_urls(capsys: pytest.CaptureFixture[
     assert "hunter2" not in err
     assert "httpx2" not in err and "httpcore2" not in err
     assert err.count("<redacted>@") == 2
+
+
+@pytest.mark.parametrize("shutdown, stall", [("60", "60"), ("90", "60"), ("30", "20")])
+def test_a_shutdown_timeout_not_below_the_stall_timeout_is_refused(shutdown: str, stall: str) -> None:
+    """A revoke may wait SHUTDOWN_TIMEOUT_S; the liveness probe must not call that a stall."""
+    with pytest.raises(ConfigError) as err:
+        load({**BASE, "SHUTDOWN_TIMEOUT_S": shutdown, "HEALTH_STALL_TIMEOUT_S": stall})
+    assert "SHUTDOWN_TIMEOUT_S" in str(err.value) and "HEALTH_STALL_TIMEOUT_S" in str(err.value)
+    assert "\n" not in str(err.value)

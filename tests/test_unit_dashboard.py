@@ -224,3 +224,40 @@ def test_failures_name_the_panel_and_the_query() -> None:
     assert "panel 'Lag' query B: no series with a value" in message and 'max(x{job=~".+"})' in message
     [message] = failures([Result(q, "max(", [], "parse error")])
     assert "parse error" in message
+
+
+def test_render_draws_every_kind_of_panel(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    from harness.dashboard import Incident, render
+
+    dashboard = {
+        "title": "T",
+        "panels": [
+            {"type": "stat", "title": "S", "gridPos": {"x": 0, "y": 0, "w": 6, "h": 4},
+             "targets": [{"expr": "a", "refId": "A", "instant": True}]},
+            {"type": "row", "title": "R", "gridPos": {"x": 0, "y": 4, "w": 24, "h": 1}},
+            {"type": "timeseries", "title": "L", "gridPos": {"x": 0, "y": 5, "w": 12, "h": 8},
+             "fieldConfig": {"defaults": {"unit": "s"}},
+             "targets": [{"expr": "b", "refId": "A", "legendFormat": "{{x}}"}]},
+            {"type": "heatmap", "title": "H", "gridPos": {"x": 12, "y": 5, "w": 12, "h": 8},
+             "targets": [{"expr": "c", "refId": "A", "format": "heatmap"}]},
+            {"type": "table", "title": "N", "gridPos": {"x": 0, "y": 13, "w": 24, "h": 4},
+             "targets": [{"expr": "d", "refId": "A", "instant": True}]},
+            {"type": "text", "title": "Text", "gridPos": {"x": 0, "y": 17, "w": 24, "h": 2}},
+        ],
+    }  # fmt: skip
+    panels = dashboard_panels(dashboard)
+    q = {p.title: p.queries[0] for p in panels if p.queries}
+    ts = [[100 + i, str(i * 0.5)] for i in range(10)]
+    results = [
+        Result(q["S"], "a", [{"metric": {}, "value": [110, "3"]}]),
+        Result(
+            q["L"], "b", [{"metric": {"x": "p99"}, "values": ts}, {"metric": {"x": "p50"}, "values": [[100, "NaN"]]}]
+        ),
+        Result(q["H"], "c", [{"metric": {"le": le}, "values": ts} for le in ("1.0", "5.0", "+Inf")]),
+        Result(q["N"], "d", [{"metric": {}, "value": [110, "1"]}]),
+    ]
+    incident = Incident([Phase("one", 100, 105), Phase("two", 105, 110)], 100, 110, 0, 0, [])
+    out = tmp_path / "d.png"
+    render(dashboard, panels, results, incident, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000

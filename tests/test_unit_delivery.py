@@ -284,3 +284,16 @@ def test_draining_does_not_block_a_gate_with_nothing_to_wait() -> None:
     draining = threading.Event()
     draining.set()
     assert RetryGate().wait(threading.Event(), draining) is True
+
+
+def test_an_unreadable_token_file_is_logged_once_per_interval_not_per_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    f = tmp_path / "token"
+    _write(f, "keep-me", 0)
+    src = TokenSource(path=f)
+    f.unlink()
+    with caplog.at_level("WARNING", logger="consumer.delivery"):
+        for _ in range(100):  # one read per request
+            assert src.get() == "keep-me"
+    assert len([r for r in caplog.records if "cannot re-read" in r.getMessage()]) == 1

@@ -1,4 +1,4 @@
-"""consumer.flow.BufferBudget: pause at high, resume at low, no flapping in between; room()."""
+"""consumer.flow: BufferBudget (pause at high, resume at low, no flapping; room()) and ConcurrencyLimit's baseline."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from consumer.flow import BufferBudget
+from consumer.flow import BufferBudget, ConcurrencyLimit
 
 
 def test_default_low_is_half_of_high() -> None:
@@ -89,3 +89,36 @@ def test_hysteresis_property(high: int, data: st.DataObject, levels: list[int]) 
             paused = decision
             last_decision = decision
         assert b.paused == paused
+
+
+# ---- ConcurrencyLimit: the latency baseline ---------------------------------------------------------
+
+
+def feed(limit: ConcurrencyLimit, latency_s: float, congested: bool, n: int, start: float) -> float:
+    """`n` responses, 0.1 s apart (past the cooldown every 10); returns the time after the last."""
+    now = start
+    for _ in range(n):
+        limit.on_response(latency_s, congested, now)
+        now += 0.1
+    return now
+
+
+def test_fast_failures_during_an_outage_do_not_lower_the_latency_baseline() -> None:
+    """Connection refused answers in 1 ms; once the API is back at its usual 200 ms, the limit recovers."""
+    limit = ConcurrencyLimit(8)
+    now = feed(limit, 0.2, False, 50, 0.0)
+    assert limit.current == 8
+    now = feed(limit, 0.001, True, 50, now)  # the outage
+    assert limit.current == 1
+    feed(limit, 0.2, False, 40, now)  # back: 1+2+...+7 = 28 good responses climb to 8
+    assert limit.current == 8
+
+
+def test_the_baseline_is_learnt_from_successful_responses_only() -> None:
+    limit = ConcurrencyLimit(4)
+    now = feed(limit, 0.001, True, 20, 0.0)  # no success yet: nothing to compare with
+    assert limit.current == 1
+    now = feed(limit, 0.3, False, 20, now)
+    assert limit.current == 4  # 300 ms is the first baseline, not "slow" against 1 ms failures
+    feed(limit, 0.3 * 2 + 0.2, False, 1, now)  # far above the learnt baseline: a congestion signal
+    assert limit.current == 2

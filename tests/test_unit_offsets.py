@@ -287,6 +287,19 @@ def test_records_after_the_position_hold_the_commit_again() -> None:
     assert t.committable() == {0: 13}
 
 
+def test_a_commit_made_at_the_position_never_moves_back_when_records_follow() -> None:
+    """Record 0, a commit marker at 1..9: the commit goes to 10; record 10 opens; the commit must not return to 1."""
+    t = _tracker(0)
+    t.ack(t.track(0, 0))
+    t.learn_position(0, 10)
+    assert t.committable() == {0: 10}
+    t.committed(0, 10)
+    ticket = t.track(0, 10)
+    assert t.committable() == {}, "a commit below one already made would re-deliver on restart"
+    t.ack(ticket)
+    assert t.committable() == {0: 11}
+
+
 def test_position_of_an_earlier_assignment_is_forgotten() -> None:
     t = _tracker(0)
     t.learn_position(0, 50)
@@ -425,7 +438,15 @@ class TrackerMachine(RuleBasedStateMachine):
 
     def _fresh(self, p: int) -> None:
         self.t.assign(p)
-        self.owned[p] = {"next": 0, "tracked": [], "acked": set(), "open": [], "committed": None, "position": None}
+        self.owned[p] = {
+            "next": 0,
+            "tracked": [],
+            "acked": set(),
+            "open": [],
+            "committed": None,
+            "position": None,
+            "floor": None,
+        }
 
     @rule(p=st.sampled_from([0, 1]))
     def assign(self, p: int) -> None:
@@ -447,6 +468,8 @@ class TrackerMachine(RuleBasedStateMachine):
         s = self.owned[p]
         o = s["next"]
         s["next"] = o + gap
+        if s["position"] is not None and set(s["tracked"]) <= s["acked"]:
+            s["floor"] = s["position"]  # a commit may have gone to the position: the watermark starts there
         s["tracked"].append(o)
         s["open"].append((o, self.t.track(p, o)))
 
@@ -486,6 +509,8 @@ class TrackerMachine(RuleBasedStateMachine):
     @staticmethod
     def _model(s: dict) -> int | None:
         w = _expected_watermark(s["tracked"], s["acked"])
+        if s["floor"] is not None:
+            w = s["floor"] if w is None else max(w, s["floor"])
         if s["position"] is not None and set(s["tracked"]) <= s["acked"]:
             w = s["position"] if w is None else max(w, s["position"])
         return w

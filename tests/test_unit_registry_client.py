@@ -178,3 +178,27 @@ def test_rejected_rebuild_keeps_the_previous_client(tmp_path: Path, caplog: pyte
 )
 def test_user_info_shape(value: str, ok: bool) -> None:
     assert valid_user_info(value) is ok
+
+
+def test_credentials_source_url_needs_credentials_in_the_url_and_no_user_info(tmp_path: Path) -> None:
+    url_creds = {"SCHEMA_REGISTRY_URL": "https://reader:pw-in-url@sr.test"}
+    assert client(**url_creds, SCHEMA_REGISTRY_CFG_BASIC_AUTH_CREDENTIALS_SOURCE="URL").current() is not None
+    message = error(SCHEMA_REGISTRY_CFG_BASIC_AUTH_CREDENTIALS_SOURCE="url")
+    assert message.startswith("SCHEMA_REGISTRY_CFG_BASIC_AUTH_CREDENTIALS_SOURCE is invalid: URL needs")
+    message = error(
+        **url_creds,
+        SCHEMA_REGISTRY_CFG_BASIC_AUTH_CREDENTIALS_SOURCE="URL",
+        SCHEMA_REGISTRY_CFG_BASIC_AUTH_USER_INFO="u:p",
+    )
+    assert "pw-in-url" not in message
+
+
+def test_credentials_in_the_url_never_reach_an_error() -> None:
+    settings, _ = load({**BASE, "SCHEMA_REGISTRY_URL": "https://reader:pw-in-url@sr.test"})
+
+    def refuse(conf: dict[str, Any]) -> Any:
+        raise ValueError(f"cannot use {conf['url']}")
+
+    with pytest.raises(ConfigError) as err:
+        RegistryClient(settings, factory=refuse)
+    assert "pw-in-url" not in str(err.value) and "reader" not in str(err.value)
