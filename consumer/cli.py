@@ -31,7 +31,8 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["error"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+        # Any logger, ours or a library's: credentials inside a URL never reach the output.
+        return config.redact_urls(orjson.dumps(entry, default=str).decode())
 
 
 class ThrottleFilter(logging.Filter):
@@ -54,6 +55,9 @@ def setup_logging(level: str = "INFO") -> None:
     logging.getLogger("librdkafka").addFilter(ThrottleFilter())
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # The Schema Registry client's own copies: one line per registry request, URL included.
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    logging.getLogger("httpcore2").setLevel(logging.WARNING)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, model_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 KAFKA_CFG_PREFIX = "KAFKA_CFG_"
@@ -18,6 +19,28 @@ DEFAULT_TRACK_API_URL = "https://api.app.thrivestack.ai/api/track"
 def valid_token(token: str) -> bool:
     """A bearer token an HTTP header can carry: visible ASCII, no spaces (RFC 6750 is stricter still)."""
     return bool(token) and all("!" <= c <= "~" for c in token)
+
+
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+TOPIC_RULE = "a Kafka topic name is 1 to 249 characters of a-z A-Z 0-9 . _ - and not . or .."
+
+
+def valid_topic(name: str) -> bool:
+    """Kafka's rule for topic names (Apache Kafka refuses others; some brokers accept them)."""
+    return _TOPIC_NAME.fullmatch(name) is not None and name not in (".", "..")
+
+
+# scheme://userinfo@ in any text: the userinfo goes, whatever it holds.
+_URL_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^\s/?#@\"'<>]+@")
+
+
+def redact_urls(text: str) -> str:
+    """`http://user:pass@host/x` → `http://<redacted>@host/x`, wherever URLs appear in `text`."""
+    return _URL_USERINFO.sub(r"\1<redacted>@", text) if "@" in text else text
+
+
+# Offsets are committed only after delivery: librdkafka must never commit or store one by itself.
+_MUST_BE_FALSE = ("enable.auto.commit", "enable.auto.offset.store")
 
 
 class ConfigError(Exception):
@@ -64,6 +87,21 @@ class Settings(BaseSettings):
     breaker_refused_events: int = Field(100, ge=0)  # 0: no breaker (consumer/breaker.py)
     retry_after_max_s: float = Field(60.0, gt=0)  # the longest Retry-After honoured
 
+    @field_validator("kafka_topic", "kafka_dlq_topic")
+    @classmethod
+    def _topic_name(cls, value: str) -> str:
+        if value and not valid_topic(value):
+            raise ValueError(TOPIC_RULE)
+        return value
+
+    @field_validator("track_api_url")
+    @classmethod
+    def _no_credentials(cls, value: AnyHttpUrl) -> AnyHttpUrl:
+        # httpx would send them as Basic auth in place of the token: every request 401.
+        if value.username or value.password:
+            raise ValueError("must not carry credentials (user:password@); the token goes in TRACK_API_TOKEN(_FILE)")
+        return value
+
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, **_sources):  # type: ignore[no-untyped-def]
         # Only what `load` passes in: the process environment is read there, explicitly.
@@ -73,6 +111,8 @@ class Settings(BaseSettings):
     def _derived(self) -> Settings:
         if not self.kafka_dlq_topic:
             object.__setattr__(self, "kafka_dlq_topic", f"{self.kafka_topic}.dlq")
+        if not valid_topic(self.kafka_dlq_topic):  # derived from a long KAFKA_TOPIC
+            raise ValueError(f"KAFKA_DLQ_TOPIC is invalid: {TOPIC_RULE} (unset, it is KAFKA_TOPIC + .dlq)")
         if self.shutdown_timeout_s >= self.health_stall_timeout_s:
             # A revoke may wait SHUTDOWN_TIMEOUT_S for in-flight batches; the liveness probe must not call it a stall.
             raise ValueError("SHUTDOWN_TIMEOUT_S must be below HEALTH_STALL_TIMEOUT_S")
@@ -137,7 +177,12 @@ def load(environ: Mapping[str, str] | None = None) -> tuple[Settings, dict[str, 
     for name in ("schema_registry_basic_auth_user_info_file", "schema_registry_bearer_auth_token_file"):
         if (path := getattr(settings, name)) is not None:
             _check_readable(path, name.upper())
-    return settings, kafka_overrides(env)
+    overrides = kafka_overrides(env)
+    for key in _MUST_BE_FALSE:
+        if key in overrides and overrides[key].strip().lower() not in ("false", "0"):
+            name = KAFKA_CFG_PREFIX + key.upper().replace(".", "_")
+            raise ConfigError(f"{name} is invalid: must be false: offsets are committed only after delivery")
+    return settings, overrides
 
 
 _SECRET_WORDS = ("password", "secret", "token", "key", "jaas")
@@ -148,6 +193,9 @@ def redacted(settings: Settings, overrides: dict[str, str]) -> dict[str, object]
     out: dict[str, object] = {name.upper(): value for name, value in settings.model_dump(mode="json").items()}
     if settings.track_api_token is not None:
         out["TRACK_API_TOKEN"] = "<redacted>"
+    for name in ("SCHEMA_REGISTRY_URL", "TRACK_API_URL"):
+        if isinstance(out.get(name), str):
+            out[name] = redact_urls(str(out[name]))
     for key, value in overrides.items():
         secret = any(word in key for word in _SECRET_WORDS) and not key.endswith(".location")
         out["KAFKA_CFG_" + key.upper().replace(".", "_")] = "<redacted>" if secret else value

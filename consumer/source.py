@@ -85,6 +85,9 @@ def kafka_client(cls: type[T], config: dict[str, object]) -> T:
         detail = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
         named = re.search(r'"([a-z0-9._]+)"', detail)  # librdkafka quotes the property it refuses
         setting = "KAFKA_CFG_" + named.group(1).upper().replace(".", "_") if named else "KAFKA_CFG_*"
+        if not named and "SASL mechanism" in detail:  # librdkafka names the value, not the property
+            key = "sasl.mechanisms" if "sasl.mechanisms" in config else "sasl.mechanism"
+            setting = "KAFKA_CFG_" + key.upper().replace(".", "_")
         raise ConfigError(f"{setting} is invalid: {detail}") from None
 
 

@@ -8,17 +8,23 @@ password inside a URL. `pytest -s` prints the figures (`HOSTILE ...` lines).
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 
 from harness import kafkautil
+from harness.kafka import free_port
 from harness.process import ConsumerProcess
-from harness.records import encode_raw, sample_record
+from harness.records import encode_confluent, encode_raw, sample_record, writer_schemas
+from harness.registry import SchemaRegistry
 from harness.trackapi import TrackApi
 from tests.support import consumer_env, fully_committed, new_topic, wait_until
 
@@ -38,7 +44,15 @@ def produce(bootstrap: str, topic: str, start: int, n: int, tag: str) -> None:
 
 
 def committed_sum(bootstrap: str, group: str, topic: str) -> int:
-    return sum(max(o, 0) for o in kafkautil.committed_offsets(bootstrap, group, topic, PARTITIONS).values())
+    """Offsets committed over the partitions; asked again while the group's coordinator is not settled."""
+    for _ in range(40):
+        try:
+            offsets = kafkautil.committed_offsets(bootstrap, group, topic, PARTITIONS)
+        except KafkaException:  # NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS: a new group, a busy broker
+            time.sleep(0.25)
+            continue
+        return sum(max(o, 0) for o in offsets.values())
+    raise TimeoutError(f"no committed offsets for {group} after 40 tries")
 
 
 def rejected(m: dict[str, float]) -> float:
@@ -214,3 +228,150 @@ def test_retry_after_floor_cap_and_stop(kafka_bootstrap: str, tmp_path: Path) ->
     assert clamped["floor"] and clamped["floor"] > 0 and clamped["cap"] and clamped["cap"] > 0
     assert code == 0
     assert stop_s < 15  # SHUTDOWN_TIMEOUT_S is 25: the drain did not wait for the Retry-After
+
+
+# ---- 5. settings that silently break guarantees or leak -------------------------------------------------
+
+
+def test_auto_commit_refused_before_anything_is_committed(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """KAFKA_CFG_ENABLE_AUTO_COMMIT/OFFSET_STORE=true with the API down: exit 2, nothing committed."""
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
+    produce(kafka_bootstrap, topic, 0, 200, "auto")
+    api = TrackApi(respond=lambda _e, _h: (503, {})).start()
+    env = consumer_env(
+        kafka_bootstrap,
+        topic,
+        api,
+        KAFKA_CFG_ENABLE_AUTO_COMMIT="true",
+        KAFKA_CFG_ENABLE_AUTO_OFFSET_STORE="true",
+        KAFKA_CFG_AUTO_COMMIT_INTERVAL_MS="200",
+    )
+    group = env["KAFKA_GROUP_ID"]
+    try:
+        with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
+            assert proc.proc is not None
+            wait_until(
+                lambda: proc.proc.poll() is not None or committed_sum(kafka_bootstrap, group, topic) >= 200,
+                90,
+                "an exit or every offset committed",
+                proc.logs,
+            )
+            committed = committed_sum(kafka_bootstrap, group, topic)
+            code = proc.proc.poll()
+    finally:
+        api.kill()
+    report("auto_commit", committed=committed, delivered=api.count(), exit_code=code)
+    assert committed == 0
+    assert code == 2
+    assert "KAFKA_CFG_ENABLE_AUTO_COMMIT" in proc.logs()
+
+
+def run_cli(env: dict[str, str]) -> tuple[int | None, str]:
+    """The CLI with `env` only (and PATH); returns (exit code, or None if still running after 20 s; output)."""
+    full = {"PATH": "/usr/bin:/bin", "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", **env}
+    full.setdefault("TRACK_API_TOKEN", "t0ken")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "consumer"], env=full, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        out, _ = proc.communicate(timeout=20)  # a bad setting exits at once; a consumer runs on
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return proc.returncode if proc.returncode >= 0 else None, out.decode()
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"KAFKA_CFG_ENABLE_AUTO_COMMIT": "true"}, "KAFKA_CFG_ENABLE_AUTO_COMMIT"),
+        ({"KAFKA_CFG_ENABLE_AUTO_OFFSET_STORE": "true"}, "KAFKA_CFG_ENABLE_AUTO_OFFSET_STORE"),
+        ({"KAFKA_DLQ_TOPIC": "bad topic!"}, "KAFKA_DLQ_TOPIC"),
+        ({"KAFKA_TOPIC": ".."}, "KAFKA_TOPIC"),
+        ({"KAFKA_TOPIC": "t" * 250}, "KAFKA_TOPIC"),
+        ({"TRACK_API_URL": "ftp://u:PLANTED-pw-1@example.com/track"}, "TRACK_API_URL"),
+        ({"TRACK_API_URL": "https://u:PLANTED-pw-2@example.com/api/track"}, "TRACK_API_URL"),
+        ({"SCHEMA_REGISTRY_URL": "file:///etc/passwd"}, "SCHEMA_REGISTRY_URL"),
+        (
+            {"KAFKA_CFG_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "KAFKA_CFG_SASL_MECHANISM": "FOO"},
+            "KAFKA_CFG_SASL_MECHANISM",
+        ),
+    ],
+    ids=[
+        "auto_commit",
+        "auto_offset_store",
+        "dlq_topic",
+        "topic_dots",
+        "topic_250",
+        "api_ftp",
+        "api_userinfo",
+        "registry_file",
+        "sasl",
+    ],
+)
+def test_bad_setting_exits_2_naming_it(env: dict[str, str], named: str) -> None:
+    code, out = run_cli(env)
+    lines = [x for x in out.splitlines() if x.strip()]
+    report("bad_setting", env=sorted(env), exit_code=code, line=lines[-1] if lines else "")
+    assert code == 2
+    errors = [json.loads(x) for x in lines if '"level":"error"' in x]
+    assert len(errors) == 1 and named in errors[0]["msg"], out
+    assert "PLANTED" not in out
+
+
+def test_password_in_urls_never_printed(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A password in SCHEMA_REGISTRY_URL (LOG_LEVEL=DEBUG): absent from every log line, metric and page.
+
+    The registry then goes away (its errors are logged, /readyz turns 503); a bad setting whose
+    URL carries the password is refused without echoing it.
+    """
+    secret = "PLANTED-s3cret-pw"
+    topic = new_topic(kafka_bootstrap, PARTITIONS)
+    schema = writer_schemas()["current"]
+    registry = SchemaRegistry().__enter__()
+    registry.register(1, schema)
+    registry.register(2, schema)
+    rows = [(None, encode_confluent(sample_record(i, "pw"), schema, 1)) for i in range(100)]
+    kafkautil.produce(kafka_bootstrap, topic, rows, PARTITIONS)
+    api = TrackApi().start()
+    reg_url = registry.url.replace("http://", f"http://registry-user:{secret}@")
+    env = consumer_env(
+        kafka_bootstrap,
+        topic,
+        api,
+        SCHEMA_REGISTRY_URL=reg_url,
+        LOG_LEVEL="DEBUG",
+    )
+    outputs: list[str] = []
+    try:
+        with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
+            wait_until(lambda: api.count() >= 100, 120, "the first 100 events", proc.logs)
+            registry.__exit__()  # unreachable from now on; schema 2 is not cached yet
+            rows = [(None, encode_confluent(sample_record(i, "pw"), schema, 2)) for i in range(100, 110)]
+            kafkautil.produce(kafka_bootstrap, topic, rows, PARTITIONS)
+            unready_s = poll(lambda: proc.get("/readyz")[0] == 503, 60)
+            m = proc.metrics()
+            for path in ("/metrics", "/readyz", "/healthz"):
+                outputs.append(proc.get(path)[1])
+            assert proc.stop() == 0
+            outputs.append(proc.logs())
+    finally:
+        api.kill()
+    # Bad settings' errors, with the password in the URL.
+    code, out = run_cli({"SCHEMA_REGISTRY_URL": f"http://u:{secret}@registry:99999"})
+    outputs.append(out)
+    api_code, out = run_cli({"TRACK_API_URL": f"https://u:{secret}@example.com/api/track"})
+    outputs.append(out)
+    leaks = [line for text in outputs for line in text.splitlines() if secret in line]
+    report(
+        "planted_password",
+        lines_with_password=len(leaks),
+        first_leak=leaks[0][:300] if leaks else None,
+        readyz_503_after_s=None if unready_s is None else round(unready_s, 1),
+        registry_failing=m.get("group_enriched_schema_registry_failing"),
+        bad_url_exits=(code, api_code),
+    )
+    assert leaks == []
+    assert code == 2 and api_code == 2
+    assert unready_s is not None
+    assert m.get("group_enriched_schema_registry_failing") == 1

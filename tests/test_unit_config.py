@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from consumer.config import DEFAULT_TRACK_API_URL, ConfigError, Settings, kafka_overrides, load
+from consumer.config import DEFAULT_TRACK_API_URL, ConfigError, Settings, kafka_overrides, load, redact_urls, redacted
 
 TOKEN = "tok-Zq9X-DISTINCTIVE-7f3e1c"
 BASE = {"KAFKA_BOOTSTRAP_SERVERS": "broker-1:9092,broker-2:9092", "TRACK_API_TOKEN": TOKEN}
@@ -236,6 +236,95 @@ def test_load_ignores_the_process_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("TRACK_API_TOKEN", TOKEN)
     with pytest.raises(ConfigError, match="KAFKA_BOOTSTRAP_SERVERS"):
         load({})
+
+
+# ---- settings that would break the guarantees or leak (issue 14) -------------------------------------
+
+
+@pytest.mark.parametrize("name", ["KAFKA_CFG_ENABLE_AUTO_COMMIT", "KAFKA_CFG_ENABLE_AUTO_OFFSET_STORE"])
+@pytest.mark.parametrize("value", ["true", "True", "1", "yes", " true "])
+def test_auto_commit_or_offset_store_on_is_refused(name: str, value: str) -> None:
+    message = _error({**BASE, name: value})
+    assert message.startswith(f"{name} is invalid: must be false")
+
+
+@pytest.mark.parametrize("value", ["false", "False", "0"])
+def test_auto_commit_explicitly_off_is_fine(value: str) -> None:
+    _, overrides = load({**BASE, "KAFKA_CFG_ENABLE_AUTO_COMMIT": value, "KAFKA_CFG_ENABLE_AUTO_OFFSET_STORE": value})
+    assert overrides["enable.auto.commit"] == value
+
+
+@pytest.mark.parametrize("name", ["KAFKA_TOPIC", "KAFKA_DLQ_TOPIC"])
+@pytest.mark.parametrize("value", ["bad topic!", ".", "..", "t" * 250, "topic/x", "tópico", "a:b"])
+def test_topic_names_outside_kafkas_rules_are_refused(name: str, value: str) -> None:
+    message = _error({**BASE, name: value})
+    assert message.startswith(f"{name} is invalid: a Kafka topic name is")
+
+
+@pytest.mark.parametrize("value", ["a", "A.b_c-9", "t" * 249, "..."])
+def test_topic_names_inside_kafkas_rules_are_accepted(value: str) -> None:
+    settings, _ = load({**BASE, "KAFKA_TOPIC": value, "KAFKA_DLQ_TOPIC": "dead"})
+    assert settings.kafka_topic == value
+
+
+def test_a_derived_dlq_topic_too_long_names_kafka_dlq_topic() -> None:
+    message = _error({**BASE, "KAFKA_TOPIC": "t" * 246})
+    assert "KAFKA_DLQ_TOPIC is invalid" in message
+
+
+@pytest.mark.parametrize("name", ["TRACK_API_URL", "SCHEMA_REGISTRY_URL"])
+@pytest.mark.parametrize("url", ["ftp://host/x", "file:///etc/passwd", "kafka://host:9092"])
+def test_urls_other_than_http_are_refused(name: str, url: str) -> None:
+    assert _error({**BASE, name: url}).startswith(f"{name} is invalid")
+
+
+def test_credentials_in_the_track_api_url_are_refused_without_echo() -> None:
+    message = _error({**BASE, "TRACK_API_URL": "https://user:hunter2@api.example.com/api/track"})
+    assert message.startswith("TRACK_API_URL is invalid: must not carry credentials")
+    assert "hunter2" not in message
+
+
+def test_registry_url_credentials_are_redacted_in_the_configuration_line() -> None:
+    settings, overrides = load({**BASE, "SCHEMA_REGISTRY_URL": "https://user:hunter2@registry.example.com/sr"})
+    line = str(redacted(settings, overrides))
+    assert "hunter2" not in line and "user:" not in line
+    assert "https://<redacted>@registry.example.com/sr" in line
+    assert str(settings.schema_registry_url).startswith("https://user:hunter2@")  # the client still gets them
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("GET http://u:p@h:1/x 200", "GET http://<redacted>@h:1/x 200"),
+        ("https://token@h/x and HTTP://a:b@c", "https://<redacted>@h/x and HTTP://<redacted>@c"),
+        ('{"msg":"url=http://u:p%40ss@h/"}', '{"msg":"url=http://<redacted>@h/"}'),
+        ("mail me at ops@example.com", "mail me at ops@example.com"),
+        ("http://h/x?to=a@b", "http://h/x?to=a@b"),  # an @ in the query is no userinfo
+        ("no url here", "no url here"),
+    ],
+)
+def test_redact_urls(text: str, expected: str) -> None:
+    assert redact_urls(text) == expected
+
+
+def test_log_lines_never_show_credentials_in_urls(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every logger goes through the JSON formatter, which redacts; the registry client's per-request lines are off."""
+    import logging
+
+    from consumer.cli import setup_logging
+
+    setup_logging("DEBUG")
+    try:
+        logging.getLogger("httpx2").info('HTTP Request: GET http://u:hunter2@sr:8081/schemas/ids/1 "200 OK"')
+        logging.getLogger("httpcore2.http11").debug("send_request_headers.started")
+        logging.getLogger("consumer.app").warning("Schema Registry unavailable: %s", "http://u:hunter2@sr:8081 refused")
+        logging.getLogger("some.library").error("failed", extra={"url": "https://u:hunter2@x/y"})
+    finally:
+        logging.shutdown()
+    err = capsys.readouterr().err
+    assert "hunter2" not in err
+    assert "httpx2" not in err and "httpcore2" not in err
+    assert err.count("<redacted>@") == 2
 
 
 @pytest.mark.parametrize("shutdown, stall", [("60", "60"), ("90", "60"), ("30", "20")])
