@@ -194,19 +194,27 @@ class App:
         return 0
 
     def _final_commit(self, flush_s: float, deadline: float) -> None:
-        """Give up on unfinished deliveries, store pending dead letters, commit everything finished.
-
-        A commit the group refuses while it rebalances (`generation id is not valid`, `rebalance
-        in progress`) is retried until `deadline`, serving the rebalance in between: the new
-        generation lets it through, or a revoke commits its partitions itself.
-        """
+        """Give up on unfinished deliveries, then checkpoint everything, retrying until `deadline`."""
         self._finished = True
         self.delivery.stop.set()  # in-flight retries give up; their records stay uncommitted
-        self.dead_letters.flush(flush_s)
+        self._checkpoint(flush_s, retry_until=deadline)
+
+    def _checkpoint(self, flush_s: float, partitions: set[int] | None = None, retry_until: float | None = None) -> None:
+        """Make what is done durable, in one order for a revoke and the exit: apply finished
+        deliveries, store the dead letters (up to `flush_s`), then commit synchronously.
+        (The timer's turn in `_step` keeps the same order, without waiting.)
+
+        With `retry_until` (the exit; never inside a rebalance callback, where polling is not
+        allowed), a commit the group refuses while it rebalances (`generation id is not valid`,
+        `rebalance in progress`) is retried, serving the rebalance in between: the new
+        generation lets it through, or a revoke commits its partitions itself.
+        """
         self._collect(wait_s=0)
-        while (err := self._commit(wait=True)) is not None and self.source.fatal is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not commit_retriable(err):
+        self.dead_letters.flush(flush_s)
+        self._collect(wait_s=0)  # batches that finished meanwhile; their rejected events stay uncommitted
+        while (err := self._commit(wait=True, partitions=partitions)) is not None and retry_until is not None:
+            remaining = retry_until - time.monotonic()
+            if remaining <= 0 or self.source.fatal is not None or not commit_retriable(err):
                 break
             self.source.serve(min(COMMIT_RETRY_S, remaining))
             self.health.beat()
@@ -491,8 +499,7 @@ class App:
             self._collect(wait_s=LOOP_WAIT_S)
             self.dead_letters.poll()
             self.health.beat()  # waiting here (up to SHUTDOWN_TIMEOUT_S) is progress, not a stall
-        self.dead_letters.flush(max(deadline - time.monotonic(), 0.5))
-        self._commit(wait=True, partitions=parts)
+        self._checkpoint(max(deadline - time.monotonic(), 0.5), parts)
         self._release(parts)
         log.info("partitions revoked", extra={"partitions": sorted(parts)})
 

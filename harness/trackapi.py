@@ -54,6 +54,7 @@ class TrackApi:
     log: Callable[[str], None] | None = None  # told one line per request
     tls: ssl.SSLContext | None = None  # serve HTTPS with this server-side context
     tls_failures: list[str] = field(default_factory=list)  # failed TLS handshakes, why
+    arrived: int = 0  # requests whose body was read, answered or not (a hanging one counts at once)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -91,6 +92,8 @@ class TrackApi:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with api._lock:
+                    api.arrived += 1
                 if api.serialize:
                     with api._one_at_a_time:
                         self._handle(body)

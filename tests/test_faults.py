@@ -353,6 +353,12 @@ class Streamer(threading.Thread):
             self.errors.append(repr(exc))
 
 
+def flowing(api: TrackApi, events: int, procs: list[ConsumerProcess]) -> None:
+    """Let traffic flow between two steps of a scenario: `events` more accepted (not a fixed sleep)."""
+    target = api.count() + events
+    wait_until(lambda: api.count() >= target, 60, f"{events} more events", lambda: procs[0].logs())
+
+
 def test_rebalances_three_join_one_leaves(kafka_bootstrap: str, tmp_path: Path) -> None:
     """6 partitions; 3 processes join one at a time while records stream in; one leaves (SIGTERM, exit 0)."""
     partitions = 6
@@ -375,11 +381,11 @@ def test_rebalances_three_join_one_leaves(kafka_bootstrap: str, tmp_path: Path) 
         mark("consumer 1 ready")
         streamer.start()
         for n in (1, 2):
-            time.sleep(2)
+            flowing(api, 500, procs)
             procs[n].start().wait_ready()
             wait_until(lambda: owns_partitions(procs[n]), 60, f"consumer {n + 1} owns partitions", procs[n].logs)  # noqa: B023
             mark(f"consumer {n + 1} owns partitions")
-        time.sleep(2)
+        flowing(api, 500, procs)
         leaving = procs[1].metrics()
         stop_started = time.monotonic()
         rc = procs[1].stop(signal.SIGTERM, 60)
@@ -806,13 +812,13 @@ def _hanging_api_run(
             ends_wave1 = kafkautil.end_offsets(kafka_bootstrap, topic, PARTITIONS)
             api.delay_s = 60  # every request from now on hangs
             user_at |= produce_records(kafka_bootstrap, topic, wave2)
+            arrived = api.arrived
             wait_until(
-                lambda: proc.metrics().get("group_enriched_inflight_requests", 0) > 0,
+                lambda: proc.metrics().get("group_enriched_inflight_requests", 0) > 0 and api.arrived > arrived,
                 30,
-                "requests in flight",
+                "requests hanging at the stand-in",
                 proc.logs,
             )
-            time.sleep(0.5)  # the requests reach the stand-in
             rc, elapsed = stop(proc)
             accepted = set(delivered_ids(api))  # the hanging requests can no longer be accepted for this process
             first_logs = proc.logs()
@@ -873,7 +879,7 @@ def test_second_sigterm_during_drain_exits_at_once(kafka_bootstrap: str, tmp_pat
 
     def stop(proc: ConsumerProcess) -> tuple[int, float]:
         proc.send_signal(signal.SIGTERM)
-        time.sleep(1.0)  # inside the 5 s drain
+        wait_until(lambda: '"signal SIGTERM: draining"' in proc.logs(), 30, "the drain", proc.logs)
         assert proc.proc.poll() is None, "exited before the second signal"  # type: ignore[union-attr]
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -900,8 +906,7 @@ def test_sigterm_exit_bounded_by_shutdown_timeout_not_http_timeout(kafka_bootstr
     try:
         with ConsumerProcess(env, tmp_path / "consumer.log") as proc:
             proc.wait_ready()
-            wait_until(lambda: proc.metrics().get("group_enriched_inflight_requests", 0) > 0, 30, "requests in flight")
-            time.sleep(0.5)
+            wait_until(lambda: api.arrived > 0, 30, "requests hanging at the stand-in", proc.logs)
             started = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             try:

@@ -148,6 +148,28 @@ def test_rotation_to_an_unusable_token_keeps_the_current_one(tmp_path: Path) -> 
 # ---- RetryGate -------------------------------------------------------------------------------------
 
 
+class Stop(threading.Event):
+    """A stop event that records each wait the gate makes on it, and can hold a waiter at its next wait.
+
+    "Did not wait" is then `waits == []`, not a wall-clock bound a loaded machine can miss; and
+    a test can act while a waiter is known to be inside its wait.
+    """
+
+    def __init__(self, hold: bool = False) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+        self.waiting = threading.Event()  # set once a waiter entered wait()
+        self.proceed = threading.Event()  # while clear (with `hold`), the first wait blocks here first
+        if not hold:
+            self.proceed.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        self.waiting.set()
+        self.proceed.wait()
+        return super().wait(timeout)
+
+
 def _wait_in_thread(gate: RetryGate, stop: threading.Event) -> tuple[threading.Thread, dict[str, object]]:
     result: dict[str, object] = {}
 
@@ -164,10 +186,13 @@ def _wait_in_thread(gate: RetryGate, stop: threading.Event) -> tuple[threading.T
     return thread, result
 
 
+JOIN_S = 20  # far below the 30 s deferrals the stop tests use: a thread still alive then never saw the stop
+
+
 def test_wait_without_deadline_returns_at_once() -> None:
-    started = time.monotonic()
-    assert RetryGate().wait(threading.Event()) is True
-    assert time.monotonic() - started < 0.05
+    stop = Stop()
+    assert RetryGate().wait(stop) is True
+    assert stop.waits == []
 
 
 def test_wait_honours_the_deadline() -> None:
@@ -175,26 +200,25 @@ def test_wait_honours_the_deadline() -> None:
     gate.defer(0.2)
     started = time.monotonic()
     assert gate.wait(threading.Event()) is True
-    elapsed = time.monotonic() - started
-    assert 0.19 <= elapsed < 1.0
+    assert time.monotonic() - started >= 0.19
 
 
 def test_past_deadline_does_not_wait() -> None:
     gate = RetryGate()
     gate.defer(0.05)
-    time.sleep(0.06)
-    started = time.monotonic()
-    assert gate.wait(threading.Event()) is True
-    assert time.monotonic() - started < 0.05
+    assert gate.wait(threading.Event()) is True  # waits the deadline out
+    stop = Stop()
+    assert gate.wait(stop) is True
+    assert stop.waits == []
 
 
 @pytest.mark.parametrize("seconds", [0, -5])
 def test_zero_or_negative_defer_does_not_wait(seconds: float) -> None:
     gate = RetryGate()
     gate.defer(seconds)
-    started = time.monotonic()
-    assert gate.wait(threading.Event()) is True
-    assert time.monotonic() - started < 0.05
+    stop = Stop()
+    assert gate.wait(stop) is True
+    assert stop.waits == []
 
 
 def test_a_shorter_defer_does_not_shorten_the_deadline() -> None:
@@ -209,26 +233,26 @@ def test_a_shorter_defer_does_not_shorten_the_deadline() -> None:
 def test_a_longer_defer_during_the_wait_extends_it() -> None:
     gate = RetryGate()
     gate.defer(0.1)
-    stop = threading.Event()
+    stop = Stop(hold=True)
     thread, result = _wait_in_thread(gate, stop)
-    time.sleep(0.03)
-    gate.defer(0.3)  # another worker got a longer Retry-After meanwhile
-    thread.join(2)
+    assert stop.waiting.wait(JOIN_S)
+    gate.defer(0.3)  # another worker got a longer Retry-After while this one waits
+    stop.proceed.set()
+    thread.join(JOIN_S)
     assert result["value"] is True
     assert result["elapsed"] >= 0.3  # type: ignore[operator]
 
 
-def test_stop_during_the_wait_returns_false_promptly() -> None:
+def test_stop_during_the_wait_returns_false() -> None:
     gate = RetryGate()
     gate.defer(30)
-    stop = threading.Event()
+    stop = Stop()
     thread, result = _wait_in_thread(gate, stop)
-    time.sleep(0.05)
+    assert stop.waiting.wait(JOIN_S)
     stop.set()
-    thread.join(2)
+    thread.join(JOIN_S)
     assert not thread.is_alive()
     assert result.get("value") is False
-    assert result["elapsed"] < 1.0  # type: ignore[operator]
 
 
 def test_stop_already_set_returns_false() -> None:
@@ -237,9 +261,9 @@ def test_stop_already_set_returns_false() -> None:
     assert RetryGate().wait(stop) is False
     gate = RetryGate()
     gate.defer(30)
-    started = time.monotonic()
-    assert gate.wait(stop) is False
-    assert time.monotonic() - started < 0.05
+    thread, result = _wait_in_thread(gate, stop)
+    thread.join(JOIN_S)
+    assert not thread.is_alive() and result["value"] is False
 
 
 def test_the_gate_is_shared_by_every_waiter() -> None:
@@ -248,7 +272,7 @@ def test_the_gate_is_shared_by_every_waiter() -> None:
     stop = threading.Event()
     waiters = [_wait_in_thread(gate, stop) for _ in range(4)]
     for thread, result in waiters:
-        thread.join(2)
+        thread.join(JOIN_S)
         assert result["value"] is True
         assert result["elapsed"] >= 0.14  # type: ignore[operator]
 
@@ -257,11 +281,11 @@ def test_the_gate_is_shared_by_every_waiter() -> None:
 def test_huge_retry_after_waits_until_stopped(seconds: float) -> None:
     gate = RetryGate()
     gate.defer(seconds)
-    stop = threading.Event()
+    stop = Stop()
     thread, result = _wait_in_thread(gate, stop)
-    time.sleep(0.1)
+    assert stop.waiting.wait(JOIN_S)
     stop.set()
-    thread.join(2)
+    thread.join(JOIN_S)
     assert "error" not in result, result.get("error")
     assert result.get("value") is False
 
@@ -275,7 +299,7 @@ def test_draining_gives_up_a_retry_after_wait_promptly() -> None:
     thread = threading.Thread(target=lambda: result.update(value=gate.wait(stop, draining)))
     thread.start()
     draining.set()
-    thread.join(5)
+    thread.join(JOIN_S)
     assert not thread.is_alive()
     assert result["value"] is False
 
