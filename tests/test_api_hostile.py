@@ -73,6 +73,12 @@ def poll(condition: Callable[[], object], timeout_s: float) -> float | None:
     return time.monotonic() - started
 
 
+def quiet(api: TrackApi, seconds: float) -> bool:
+    """No request reached the stand-in in the last `seconds`."""
+    requests = list(api.requests)
+    return not requests or time.time() - requests[-1].at >= seconds
+
+
 # ---- 1. a 400 storm ------------------------------------------------------------------------------------
 
 
@@ -199,6 +205,7 @@ def test_retry_after_floor_cap_and_stop(kafka_bootstrap: str, tmp_path: Path) ->
             retry_after[0] = "86400"
             mark = len(api.requests)
             wait_until(lambda: len(api.requests) > mark, 60, "an answer with Retry-After: 86400", proc.logs)
+            wait_until(lambda: quiet(api, 1.0), 60, "every worker waiting out the Retry-After", proc.logs)
             retry_after[0] = None
             resumed_s = poll(lambda: api.count() > 0, 45)
             if resumed_s is not None:
