@@ -47,6 +47,12 @@ class Metrics:
         self.http_duration = Histogram(p + "http_request_duration_seconds", "Track API request duration.", registry=r)
         self.batch_events = Histogram(p + "batch_events", "Events per request.", buckets=_BATCH_BUCKETS, registry=r)
         self.retries = Counter(p + "retries", "Requests retried, by reason.", ["reason"], registry=r)
+        self.retry_after_bounded = Counter(
+            p + "retry_after_clamped",
+            "Retry-After waits raised to the floor (the backoff) or cut to the cap (RETRY_AFTER_MAX_S).",
+            ["bound"],
+            registry=r,
+        )
         self.http_not_json = Counter(
             p + "http_not_json", "2xx answers with a body neither empty nor JSON: not the Track API.", registry=r
         )
@@ -107,6 +113,8 @@ class Metrics:
         for event in ("assigned", "revoked", "lost"):
             self.rebalances.labels(event)
         self.skipped.labels("tombstone")
+        for bound in ("floor", "cap"):
+            self.retry_after_bounded.labels(bound)
         for reason in ("network", "throttled", "server_error", "auth", "schema_registry", "breaker_open", "not_json"):
             self.retries.labels(reason)
 

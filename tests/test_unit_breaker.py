@@ -61,3 +61,20 @@ def test_held_ranges_are_merged_lowest_last() -> None:
 
     assert _merged([(5, 6), (0, 4), (4, 5), (8, 10)]) == [(8, 10), (0, 6)]
     assert _merged([]) == []
+
+
+def test_every_metric_delivery_uses_exists() -> None:
+    """Delivery's metric attributes exist on Metrics (a merge once dropped one: a crash on the first Retry-After)."""
+    import ast
+    import inspect
+
+    from consumer import delivery
+    from consumer.telemetry import Metrics
+
+    used = {
+        node.attr
+        for node in ast.walk(ast.parse(inspect.getsource(delivery)))
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute) and node.value.attr == "metrics"
+    }
+    metrics = Metrics()
+    assert used and all(hasattr(metrics, name) for name in used), sorted(n for n in used if not hasattr(metrics, n))
