@@ -73,7 +73,6 @@ class App:
         self.last_commit = 0.0
         self.assigned_at: float | None = None  # set by an assignment until its first records arrive
         self._finished = False  # the final commit ran
-        self._consume_errors = Throttle(30.0)
         self.left_uncommitted = 0  # offsets done but not committed when released while draining
         self._closed = False
         try:
@@ -299,8 +298,7 @@ class App:
         registry_failed = False
         for i, m in enumerate(messages):
             if (err := m.error()) is not None:
-                if self._consume_errors.allow(err.code()):  # one per kind every 30 s: outages repeat them
-                    log.warning("Kafka consume error: %s", err.str())
+                self.source.consume_error(err)  # a fatal one ends the loop after this turn
                 continue
             partition = m.partition()
             if partition not in owned:

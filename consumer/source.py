@@ -198,9 +198,18 @@ class Source:
         if self._error_log.allow(("commit", err.code())):
             log.warning("offset commit failed, will retry: %s", err.str())
 
+    def consume_error(self, err: KafkaError) -> None:
+        """An error consume() handed out in place of a record: a fatal one stops the app (librdkafka
+        delivers it this way, not to `error_cb`, when the consumer polls); others are logged once
+        per kind every 30 s (outages repeat them)."""
+        if err.fatal() or err.code() == KafkaError._FATAL:
+            self.fatal = self.fatal or err.str()
+        elif self._error_log.allow(("consume", err.code())):
+            log.warning("Kafka consume error: %s", err.str())
+
     def _on_error(self, err: KafkaError) -> None:
-        if err.fatal():
-            self.fatal = err.str()
+        if err.fatal() or err.code() == KafkaError._FATAL:
+            self.fatal = self.fatal or err.str()
             return
         # Broker outages repeat the same error many times a second: log each kind at most every 30 s.
         if self._error_log.allow(err.code()):

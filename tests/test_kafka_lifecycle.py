@@ -154,3 +154,39 @@ def test_stop_during_rebalance_commits_what_was_delivered(kafka_bootstrap: str, 
     assert len(counts) == n
     assert duplicates <= batch, f"{duplicates} events re-sent by the next owner"
     assert stopped["delivered_left_uncommitted"] >= duplicates, stopped
+
+
+def test_fatal_kafka_error_exits_1_at_once(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """A second process with the same static `group.instance.id` fences the first (a fatal librdkafka error):
+    the first logs it, exits 1 within seconds, and the newcomer delivers everything."""
+    topic = new_topic(kafka_bootstrap, 1)
+    n = 3000
+    kafkautil.produce(kafka_bootstrap, topic, [(None, encode_raw(sample_record(i, "fenced"))) for i in range(n)])
+    with TrackApi(delay_s=0.05) as api:
+        env = consumer_env(
+            kafka_bootstrap,
+            topic,
+            api,
+            BATCH_MAX_EVENTS="50",
+            MAX_INFLIGHT_REQUESTS="1",
+            KAFKA_CFG_GROUP_INSTANCE_ID="pod-0",
+        )
+        first = ConsumerProcess(env, tmp_path / "first.log").start()
+        second = ConsumerProcess(env, tmp_path / "second.log")
+        try:
+            first.wait_ready()
+            assert api.wait_for(200, 60), first.logs()[-2000:]
+            second.start()
+            assert first.proc is not None
+            wait_until(lambda: first.proc.poll() is not None, 60, "the fenced process to exit", first.logs)  # type: ignore[union-attr]
+            exited_at = time.time()
+            api.delay_s = 0.0
+            wait_until(lambda: len({e["user_id"] for e in list(api.events)}) == n, 120, "every event", second.logs)
+            assert second.stop() == 0, second.logs()[-2000:]
+        finally:
+            first.kill()
+            second.kill()
+    fatal = [e for e in log_entries(first.logs()) if str(e.get("msg", "")).startswith("fatal Kafka error")]
+    seconds = exited_at - stamp(fatal[0]) if fatal else None
+    print(f"\nLIFECYCLE fenced: exit={first.proc.returncode} seconds_from_fatal_error_to_exit={seconds}")
+    assert first.proc.returncode == 1 and fatal, first.logs()[-2000:]

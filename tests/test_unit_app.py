@@ -21,6 +21,8 @@ from consumer import app as app_module
 from consumer.batcher import Batch
 from consumer.config import load
 from consumer.delivery import Outcome
+from consumer.source import Source
+from consumer.throttle import Throttle
 from harness.records import encode_raw, sample_record
 
 MAX_STEPS = 2000  # a bound on loop turns, not on time: each turn blocks at most LOOP_WAIT_S
@@ -59,6 +61,7 @@ class FakeSource:
         self.topic = settings.kafka_topic
         self.on_assign, self.on_revoke, self.on_lost = on_assign, on_revoke, on_lost
         self.fatal: str | None = None
+        self._error_log = Throttle(30.0)
         self.script: deque[list[FakeMessage] | Callable[[], list[FakeMessage]]] = deque()
         self.assigned: set[int] = set()
         self.paused: set[int] = set()
@@ -114,6 +117,9 @@ class FakeSource:
         self.served += 1
         if self.on_serve is not None:
             self.on_serve()
+
+    def consume_error(self, err: KafkaError) -> None:
+        Source.consume_error(self, err)  # type: ignore[arg-type]  # the real decision, on the fake's state
 
     def close(self) -> None:
         self.closed = True
@@ -481,8 +487,12 @@ def test_timer_commits_asynchronously_what_was_delivered(make_app: Callable[...,
 
 
 class ErrorMessage(FakeMessage):
+    def __init__(self, partition: int, offset: int, value: bytes | None, err: KafkaError | None = None) -> None:
+        super().__init__(partition, offset, value)
+        self._err = err or KafkaError(KafkaError._TRANSPORT, "Broker: transport failure")
+
     def error(self) -> KafkaError:  # type: ignore[override]
-        return KafkaError(KafkaError._TRANSPORT, "Broker: transport failure")
+        return self._err
 
 
 def test_consume_errors_are_logged_once_per_interval(
@@ -497,3 +507,14 @@ def test_consume_errors_are_logged_once_per_interval(
     with caplog.at_level(logging.WARNING):
         step_until(app, lambda: not src.script)
     assert len([r for r in caplog.records if "consume error" in r.getMessage()]) == 1
+
+
+def test_a_fatal_error_handed_out_by_consume_ends_the_loop(make_app: Callable[..., app_module.App]) -> None:
+    """librdkafka hands a fatal error (a fenced static member) to consume(), not to error_cb, while polled."""
+    app = make_app()
+    src = fake(app)
+    fenced = KafkaError(KafkaError._FATAL, "Fatal error: Broker: Static consumer fenced")
+    src.script.extend([lambda: src.assign([0]) or records(0, 0, 5), [ErrorMessage(0, 0, None, fenced)]])
+    with app:
+        assert app.run() == 1
+    assert src.fatal is not None and src.closed
