@@ -10,8 +10,9 @@ API over the incident, with the dashboard's variables substituted the way Grafan
 (`$datasource`, `$namespace`, `$job` with "All", `$__interval`, `$__rate_interval`, ...).
 The run fails (exit 1) naming the panel and the query when one returns no series with a
 value. The alert rules (helm/*/rules/*.yaml) are loaded into the same Prometheus with their
-`for:` durations shortened by `shorten_for` (a rewritten copy; the chart's files are not
-touched), and the run prints when each alert went pending and firing against the phases.
+`for:` durations and their expressions' range windows shortened 60x by `shorten_for` (a
+rewritten copy; the chart's files are not touched): the incident is the alerts' time
+compressed. The run prints when each alert went pending and firing against the phases.
 With `--png` it draws the panels from the real results in their grid positions.
 
 Pure helpers (variables, intervals, the rule transform, legends) are unit-tested in
@@ -49,6 +50,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "helm" / "group-enriched-consumer"
 SCRAPE_S = 1.0  # scrape and rule evaluation interval; also Grafana's "scrape interval" for $__rate_interval
+RANGE_MINIMUM_S = 4 * SCRAPE_S  # a shortened rate() window still holds several samples
 DASHBOARD_WIDTH_PX = 1900  # a panel's maxDataPoints is its width in pixels, as in Grafana
 NAMESPACE = "incident"
 JOB = "group-enriched-consumer"
@@ -258,22 +260,49 @@ def legend_name(legend_format: str, labels: dict[str, str]) -> str:
     return f"{name}{{{rest}}}" if rest else (name or "value")
 
 
-def shorten_for(rules_text: str, factor: float, minimum_s: float = 1.0) -> tuple[str, list[tuple[str, str, str]]]:
+def shorten_for(
+    rules_text: str, factor: float, minimum_s: float = 1.0, range_minimum_s: float | None = None
+) -> tuple[str, list[tuple[str, str, str]]]:
     """A rule file with every alert's `for:` divided by `factor` (at least `minimum_s`).
 
-    Returns the new file and (alert, old for, new for). Expressions, labels and annotations
-    are kept as written: the queries are the chart's, only the waiting is shorter.
+    Returns the new file and (alert, old for, new for). Labels and annotations are kept as
+    written. With `range_minimum_s`, every range window, subquery step and offset in the
+    expressions is divided by `factor` too (at least that long): the incident is the alert's
+    time compressed, so an outage alert that looks back 5m can fire in a 20 s outage. Without
+    it, expressions are kept as written.
     """
     doc = yaml.safe_load(rules_text)
     changed: list[tuple[str, str, str]] = []
     for group in doc.get("groups", []):
         for rule in group.get("rules", []):
+            if "alert" in rule and range_minimum_s is not None:
+                rule["expr"] = shorten_ranges(str(rule["expr"]), factor, range_minimum_s)
             if "alert" in rule and "for" in rule:
                 old = str(rule["for"])
                 new = format_duration(max(math.ceil(parse_duration(old) / factor), minimum_s))
                 rule["for"] = new
                 changed.append((rule["alert"], old, new))
     return yaml.safe_dump(doc, sort_keys=False, width=1000), changed
+
+
+_DURATION = r"\d+(?:ms|[smhdwy])(?:\d+(?:ms|[smhdwy]))*"
+_RANGES = re.compile(rf"\[({_DURATION})(?::({_DURATION})?)?\]|(offset\s+)({_DURATION})")
+
+
+def shorten_ranges(expr: str, factor: float, minimum_s: float) -> str:
+    """Every `[range]`, `[range:step]` and `offset d` of a PromQL expression divided by `factor`."""
+
+    def short(d: str) -> str:
+        return format_duration(max(math.ceil(parse_duration(d) / factor), minimum_s))
+
+    def one(m: re.Match[str]) -> str:
+        if m.group(4):
+            return m.group(3) + short(m.group(4))
+        step = m.group(2)
+        inner = short(m.group(1)) + (":" + short(step) if step else (":" if ":" in m.group(0) else ""))
+        return f"[{inner}]"
+
+    return _RANGES.sub(one, expr)
 
 
 def alert_names(rules_text: str) -> list[str]:
@@ -366,6 +395,7 @@ class Prometheus:
         from harness.kafka import free_port
 
         self.port = free_port()
+        self.rules = rules
         static = [{"targets": [f"127.0.0.1:{port}"], "labels": labels} for port, labels in targets.items()]
         config = {
             "global": {"scrape_interval": f"{SCRAPE_S:g}s", "evaluation_interval": f"{SCRAPE_S:g}s"},
@@ -500,7 +530,7 @@ def play_incident(
     names: list[str] = []
     rule_paths: list[Path] = []
     for i, path in enumerate(rules_files):
-        text, ch = shorten_for(path.read_text(), factor=60)
+        text, ch = shorten_for(path.read_text(), factor=60, range_minimum_s=RANGE_MINIMUM_S)
         out = workdir / f"rules-{i}.yaml"
         out.write_text(text)
         rule_paths.append(out)
@@ -514,7 +544,7 @@ def play_incident(
     if sorted(loaded) != sorted(names):
         raise RuntimeError(f"Prometheus loaded alerts {sorted(loaded)}, the chart has {sorted(names)}")
     say(
-        f"prometheus {prom.port}: {len(loaded)} alerts loaded, `for:` shortened 60x: "
+        f"prometheus {prom.port}: {len(loaded)} alerts loaded, `for:` and range windows shortened 60x: "
         + ", ".join(f"{a} {o}→{n}" for a, o, n in changed)
     )
 
@@ -642,7 +672,7 @@ def report_alerts(
     )
     timeline = alert_timeline(data["result"])
     fors = {a: n for a, _o, n in changed}
-    looks = {k: v for p in sorted((CHART / "rules").glob("*.y*ml")) for k, v in alert_look_backs(p.read_text()).items()}
+    looks = {k: v for p in prom.rules for k, v in alert_look_backs(p.read_text()).items()}  # as loaded: shortened
     lines = []
     for name in names:
         states = timeline.get(name, {})

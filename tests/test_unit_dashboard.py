@@ -30,6 +30,7 @@ from harness.dashboard import (
     rate_interval,
     resolve_variables,
     shorten_for,
+    shorten_ranges,
     substitute,
     true_quantile,
 )
@@ -142,6 +143,22 @@ def test_shorten_for_keeps_a_floor() -> None:
     text, changed = shorten_for("groups: [{name: g, rules: [{alert: A, expr: up == 0, for: 30s}]}]", factor=60)
     assert changed == [("A", "30s", "1s")]
     assert yaml.safe_load(text)["groups"][0]["rules"][0]["for"] == "1s"
+
+
+def test_shorten_ranges_divides_windows_steps_and_offsets() -> None:
+    expr = "rate(x[5m]) > 0 unless deriv(sum(y)[10m:1m]) > 0 and z offset 15m and w[30s] and v[1h:]"
+    assert (
+        shorten_ranges(expr, 60, 4)
+        == "rate(x[5s]) > 0 unless deriv(sum(y)[10s:4s]) > 0 and z offset 15s and w[4s] and v[1m:]"
+    )
+
+
+def test_shorten_for_with_ranges_shortens_the_chart_alerts_expressions() -> None:
+    original = (CHART / "rules" / "alerts.yaml").read_text()
+    text, _ = shorten_for(original, factor=60, range_minimum_s=4)
+    rules = {r["alert"]: r for g in yaml.safe_load(text)["groups"] for r in g["rules"] if "alert" in r}
+    assert "[5s]" in rules["DeliveryFailing"]["expr"] and "[5m]" not in rules["DeliveryFailing"]["expr"]
+    assert rules["DeliveryFailing"]["for"] == "10s"
 
 
 def test_legend_names() -> None:
