@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,11 +12,25 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.config import Settings
 from harness.kafka import free_port
+
+
+def log_entries(logs: str, msg_prefix: str = "") -> list[dict[str, Any]]:
+    """The JSON log lines of `logs` (anything else skipped) whose `msg` starts with `msg_prefix`."""
+    out = []
+    for line in logs.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and str(entry.get("msg", "")).startswith(msg_prefix):
+            out.append(entry)
+    return out
 
 
 class ConsumerProcess:
@@ -89,6 +104,9 @@ class ConsumerProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def log_entries(self, msg_prefix: str = "") -> list[dict[str, Any]]:
+        return log_entries(self.logs(), msg_prefix)
 
     def __enter__(self) -> ConsumerProcess:
         return self.start()

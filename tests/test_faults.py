@@ -8,7 +8,6 @@ bound each scenario allows. Timeouts are generous: the machine is small and shar
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -27,7 +26,7 @@ from confluent_kafka import KafkaError, Producer
 
 from harness import kafkautil
 from harness.kafka import KafkaBroker
-from harness.process import ConsumerProcess
+from harness.process import ConsumerProcess, log_entries
 from harness.records import encode_confluent, encode_raw, sample_record, writer_schemas
 from harness.registry import SchemaRegistry
 from harness.trackapi import TrackApi
@@ -106,24 +105,13 @@ def settled_count(api: TrackApi, quiet_s: float) -> int:
 
 def owns_partitions(proc: ConsumerProcess) -> bool:
     """True once the process logged an assignment that gave it at least one partition."""
-    for line in proc.logs().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("msg") == "partitions assigned" and entry.get("partitions"):
-            return True
-    return False
+    return any(e.get("msg") == "partitions assigned" and e.get("partitions") for e in proc.log_entries())
 
 
 def seconds_between(logs: str, first: str, then: str) -> float | None:
     """Seconds between the first log line whose msg starts with `first` and the next starting with `then`."""
     stamps: dict[str, datetime] = {}
-    for line in logs.splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
+    for entry in log_entries(logs):
         msg = str(entry.get("msg", ""))
         for key in (first, then):
             if msg.startswith(key) and key not in stamps and (key == first or first in stamps):

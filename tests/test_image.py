@@ -197,7 +197,6 @@ def test_consumes_delivers_and_stops_cleanly_on_sigterm(
             probe = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1], timeout=5).status)"
             inside = container.run("python3", "-c", probe, f"http://127.0.0.1:{port}/healthz")
             assert inside.stdout.strip() == "200", inside.stderr
-            time.sleep(1)  # a commit interval or so
             os.kill(pid, signal.SIGTERM)  # as the kubelet does: to the container's process, not to buildah
             code = launcher.wait(60)
         finally:

@@ -7,14 +7,12 @@ figures (`pytest -s` shows them).
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, Producer
@@ -109,18 +107,6 @@ def delivered(api: TrackApi) -> Counter[str]:
     return Counter(e["user_id"] for e in list(api.events))
 
 
-def log_lines(proc: ConsumerProcess, prefix: str) -> list[dict[str, Any]]:
-    out = []
-    for line in proc.logs().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if str(entry.get("msg", "")).startswith(prefix):
-            out.append(entry)
-    return out
-
-
 def alive(proc: ConsumerProcess) -> bool:
     return proc.proc is not None and proc.proc.poll() is None
 
@@ -140,13 +126,13 @@ def refusing(proc: ConsumerProcess) -> bool:
     """The consumer has seen its dead letter refused (the stuck gauge, or a few failure lines)."""
     if not alive(proc):
         return True
-    return stuck(proc) >= 1 or len(log_lines(proc, FAILED)) >= 3
+    return stuck(proc) >= 1 or len(proc.log_entries(FAILED)) >= 3
 
 
 def attempts(proc: ConsumerProcess) -> float:
     """Refused attempts so far: the failure metric, or the log lines where there is no metric."""
     failures = [v for k, v in proc.metrics().items() if k.startswith(FAILURES)]
-    return sum(failures) if failures else len(log_lines(proc, FAILED))
+    return sum(failures) if failures else len(proc.log_entries(FAILED))
 
 
 # ---- item 3: oversized records -------------------------------------------------------------------------
@@ -266,7 +252,7 @@ def test_refused_dead_letter_pauses_its_partition_and_alerts(kafka_bootstrap: st
             # loop shows in the log and the metric.
             wait_until(lambda: attempts(proc) >= 12, 60, "a dozen refusals", proc.logs)
             window_s = time.monotonic() - refused_at
-            lines = log_lines(proc, FAILED)
+            lines = proc.log_entries(FAILED)
             ready_while_stuck = proc.get("/readyz")[0]
             m = proc.metrics()
             committed = kafkautil.committed_offsets(kafka_bootstrap, group, topic, 2)
@@ -330,12 +316,12 @@ def test_shutdown_gives_up_on_a_refused_dead_letter(kafka_bootstrap: str, tmp_pa
             proc.wait_ready()
             wait_until(lambda: refusing(proc), 60, "the dead letter refused", proc.logs)
             assert alive(proc), exited(proc)
-            lines_before = len(log_lines(proc, FAILED))
+            lines_before = len(proc.log_entries(FAILED))
             stop_at = time.monotonic()
             proc.send_signal(signal.SIGTERM)
             code = proc.stop(timeout_s=120)
             stop_s = time.monotonic() - stop_at
-            lines_during_stop = len(log_lines(proc, FAILED)) - lines_before
+            lines_during_stop = len(proc.log_entries(FAILED)) - lines_before
     committed = kafkautil.committed_offsets(kafka_bootstrap, group, topic, 1)
     report(
         "refused_shutdown",
@@ -372,7 +358,7 @@ def test_deleted_dead_letter_topic_holds_its_partition_until_recreated(kafka_boo
             deleted_at = time.monotonic()
             (poison_at,) = produce(kafka_bootstrap, topic, [(b"poison", b"\xff\x00 not avro", 0)])
             wait_until(
-                lambda: not alive(proc) or stuck(proc) >= 1 or log_lines(proc, FAILED),
+                lambda: not alive(proc) or stuck(proc) >= 1 or proc.log_entries(FAILED),
                 120,
                 "the dead letter refused",
                 proc.logs,
@@ -402,7 +388,7 @@ def test_deleted_dead_letter_topic_holds_its_partition_until_recreated(kafka_boo
                 failures=failures,
                 stuck=m.get(STUCK),
                 delivered_p0_after_refusal=delivered0,
-                failure_log_lines=len(log_lines(proc, FAILED)),
+                failure_log_lines=len(proc.log_entries(FAILED)),
             )
             assert readyz == 503
             assert m[STUCK] == 1 and sum(failures.values()) >= 1
@@ -482,7 +468,7 @@ def test_dead_letter_write_denied_by_acl_then_allowed(tmp_path: Path) -> None:
                     failures=failures,
                     stuck=m.get(STUCK),
                     committed=committed,
-                    failure_log_lines=len(log_lines(proc, FAILED)),
+                    failure_log_lines=len(proc.log_entries(FAILED)),
                 )
                 assert readyz == 503
                 assert failures.get(f'{FAILURES}{{error="not_authorized"}}', 0) >= 1, failures

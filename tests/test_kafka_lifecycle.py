@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from datetime import UTC, datetime
@@ -12,22 +11,12 @@ from typing import Any
 import pytest
 
 from harness import kafkautil
-from harness.process import ConsumerProcess
+from harness.process import ConsumerProcess, log_entries
 from harness.records import encode_raw, sample_record
 from harness.trackapi import TrackApi
 from tests.support import consumer_env, new_topic, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def log_entries(logs: str) -> list[dict[str, Any]]:
-    out = []
-    for line in logs.splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue
-    return out
 
 
 def stamp(entry: dict[str, Any]) -> float:

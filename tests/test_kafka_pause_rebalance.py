@@ -7,7 +7,6 @@ partition's pause state itself and report lag only for the partitions it owns no
 
 from __future__ import annotations
 
-import json
 import signal
 import threading
 from pathlib import Path
@@ -25,20 +24,8 @@ from tests.support import consumer_env, fully_committed, new_topic, wait_until
 pytestmark = pytest.mark.integration
 
 
-def log_entries(proc: ConsumerProcess, msg: str) -> list[dict[str, Any]]:
-    out = []
-    for line in proc.logs().splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if entry.get("msg") == msg:
-            out.append(entry)
-    return out
-
-
 def partitions_logged(proc: ConsumerProcess, msg: str) -> list[list[int]]:
-    return [e["partitions"] for e in log_entries(proc, msg) if e.get("partitions")]
+    return [e["partitions"] for e in proc.log_entries(msg) if e.get("msg") == msg and e.get("partitions")]
 
 
 def lag_partitions(proc: ConsumerProcess) -> dict[int, float]:
