@@ -106,6 +106,10 @@ check_rejects "rejects keda.maxReplicas > kafka.partitions" "keda.maxReplicas \(
   "${base[@]}" --set keda.enabled=true --set keda.maxReplicas=9 --set kafka.partitions=8
 check_rejects "rejects replicaCount > kafka.partitions" "replicaCount \(4\) must not exceed kafka.partitions \(3\)" \
   "${base[@]}" --set replicaCount=4 --set kafka.partitions=3
+check_rejects "rejects shutdownTimeoutSeconds not below the consumer's stall timeout" "shutdownTimeoutSeconds \(60\) must be below HEALTH_STALL_TIMEOUT_S" \
+  "${base[@]}" --set shutdownTimeoutSeconds=60
+check_rejects "rejects shutdownTimeoutSeconds not below HEALTH_STALL_TIMEOUT_S from extraEnv" "shutdownTimeoutSeconds \(40\) must be below HEALTH_STALL_TIMEOUT_S \(30" \
+  "${base[@]}" --set shutdownTimeoutSeconds=40 --set 'extraEnv[0].name=HEALTH_STALL_TIMEOUT_S' --set-string 'extraEnv[0].value=30'
 check_rejects "rejects a missing Track API token" "Track API token is required" \
   "${base[@]}" --set trackApi.existingSecret=
 check_rejects "rejects trackApi.token together with trackApi.existingSecret" "not both" \

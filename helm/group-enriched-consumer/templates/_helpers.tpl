@@ -109,6 +109,12 @@ so every render runs them.
 {{- if and .Values.autoscaling.enabled .Values.keda.enabled }}
 {{- fail "autoscaling.enabled (HPA) and keda.enabled are mutually exclusive: enable one" }}
 {{- end }}
+{{- /* The consumer refuses (exit 2) a drain budget not below its stall timeout: a revoke may wait that long. */}}
+{{- $stall := 60.0 }}
+{{- range .Values.extraEnv }}{{- if eq .name "HEALTH_STALL_TIMEOUT_S" }}{{- $stall = float64 .value }}{{- end }}{{- end }}
+{{- if ge (float64 .Values.shutdownTimeoutSeconds) $stall }}
+{{- fail (printf "shutdownTimeoutSeconds (%v) must be below HEALTH_STALL_TIMEOUT_S (%v, 60 unless set in extraEnv): the consumer refuses to start otherwise" .Values.shutdownTimeoutSeconds $stall) }}
+{{- end }}
 {{- $partitions := int .Values.kafka.partitions }}
 {{- range $name, $as := dict "autoscaling" .Values.autoscaling "keda" .Values.keda }}
 {{- if $as.enabled }}
