@@ -236,6 +236,14 @@ def fake(app: app_module.App) -> FakeSource:
     return app.source
 
 
+def assigned(app: app_module.App, partitions: list[int]) -> FakeSource:
+    """The app's fake consumer, subscribed and assigned `partitions` (the rebalance callback runs)."""
+    src = fake(app)
+    src.start(app.tracker.committed)
+    src.assign(partitions)
+    return src
+
+
 def records(partition: int, start: int, n: int) -> list[FakeMessage]:
     return [FakeMessage(partition, o, encode_raw(sample_record(o, "unit"))) for o in range(start, start + n)]
 
@@ -265,9 +273,7 @@ def stop_line(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
 
 def test_stop_delivers_what_is_buffered_commits_and_closes(make_app: Callable[..., app_module.App]) -> None:
     app = make_app()
-    src = fake(app)
-    src.start(app.tracker.committed)
-    src.assign([0, 1])
+    src = assigned(app, [0, 1])
     src.script.append(records(0, 0, 7) + records(1, 0, 3))
     app._step()
     assert app._shutdown() == 0
@@ -281,9 +287,7 @@ def test_final_commit_is_retried_while_the_group_rebalances(
 ) -> None:
     """`generation id is not valid`, then `rebalance in progress`: serve the group, try again, succeed."""
     app = make_app()
-    src = fake(app)
-    src.start(app.tracker.committed)
-    src.assign([0])
+    src = assigned(app, [0])
     src.script.append(records(0, 0, 10))
     step_until(app, delivered_all(app, {0: 10}))
     src.commit_errors.extend([KafkaError(KafkaError.ILLEGAL_GENERATION), KafkaError(KafkaError.REBALANCE_IN_PROGRESS)])
@@ -296,9 +300,7 @@ def test_final_commit_is_retried_while_the_group_rebalances(
 
 def test_a_revoke_while_retrying_commits_its_partitions_itself(make_app: Callable[..., app_module.App]) -> None:
     app = make_app()
-    src = fake(app)
-    src.start(app.tracker.committed)
-    src.assign([0, 1])
+    src = assigned(app, [0, 1])
     src.script.append(records(0, 0, 5) + records(1, 0, 5))
     step_until(app, delivered_all(app, {0: 5, 1: 5}))
     src.commit_errors.append(KafkaError(KafkaError.ILLEGAL_GENERATION))
@@ -312,9 +314,7 @@ def test_final_commit_gives_up_at_the_deadline_and_the_stop_line_says_what_is_le
 ) -> None:
     monkeypatch.setattr(app_module, "FINAL_COMMIT_MIN_S", 0.0)
     app = make_app(SHUTDOWN_TIMEOUT_S="0.2")
-    src = fake(app)
-    src.start(app.tracker.committed)
-    src.assign([0])
+    src = assigned(app, [0])
     src.script.append(records(0, 0, 10))
     step_until(app, delivered_all(app, {0: 10}))
     src.always_fail = KafkaError(KafkaError.REBALANCE_IN_PROGRESS)
@@ -326,9 +326,7 @@ def test_final_commit_gives_up_at_the_deadline_and_the_stop_line_says_what_is_le
 
 def test_a_commit_error_no_rebalance_explains_is_not_retried(make_app: Callable[..., app_module.App]) -> None:
     app = make_app()
-    src = fake(app)
-    src.start(app.tracker.committed)
-    src.assign([0])
+    src = assigned(app, [0])
     src.script.append(records(0, 0, 5))
     step_until(app, delivered_all(app, {0: 5}))
     src.always_fail = KafkaError(KafkaError.GROUP_AUTHORIZATION_FAILED)
@@ -341,9 +339,7 @@ def test_undelivered_at_the_deadline_is_abandoned_and_reported(
 ) -> None:
     monkeypatch.setattr(app_module, "FINAL_COMMIT_MIN_S", 0.0)
     app = make_app(SHUTDOWN_TIMEOUT_S="0.1")
-    src = fake(app)
-    src.start(app.tracker.committed)
-    src.assign([0])
+    src = assigned(app, [0])
     app.delivery.release.clear()  # type: ignore[attr-defined]
     src.script.append(records(0, 0, 10))
     app._step()
@@ -404,9 +400,7 @@ def test_revoke_waits_for_in_flight_batches_then_commits_and_forgets(
     make_app: Callable[..., app_module.App],
 ) -> None:
     app = make_app()
-    src = fake(app)
-    src.start(app.tracker.committed)
-    src.assign([0, 1])
+    src = assigned(app, [0, 1])
     app.delivery.release.clear()  # type: ignore[attr-defined]
     src.script.append(records(0, 0, 5) + records(1, 0, 5))
     app._step()
@@ -430,9 +424,7 @@ def test_revoke_waits_for_in_flight_batches_then_commits_and_forgets(
 
 def test_lost_partitions_commit_nothing(make_app: Callable[..., app_module.App]) -> None:
     app = make_app()
-    src = fake(app)
-    src.start(app.tracker.committed)
-    src.assign([0])
+    src = assigned(app, [0])
     src.script.append(records(0, 0, 5))
     step_until(app, delivered_all(app, {0: 5}))
     src.on_lost(src.tps([0]))
@@ -443,9 +435,7 @@ def test_records_of_a_revoked_partition_left_in_the_consume_call_are_skipped(
     make_app: Callable[..., app_module.App],
 ) -> None:
     app = make_app()
-    src = fake(app)
-    src.start(app.tracker.committed)
-    src.assign([0, 1])
+    src = assigned(app, [0, 1])
 
     def revoke_during_consume() -> list[FakeMessage]:
         src.revoke([1])
@@ -461,9 +451,7 @@ def test_records_of_a_revoked_partition_left_in_the_consume_call_are_skipped(
 
 def test_pauses_over_budget_and_resumes_below_half(make_app: Callable[..., app_module.App]) -> None:
     app = make_app(BUFFER_MAX_EVENTS="10")
-    src = fake(app)
-    src.start(app.tracker.committed)
-    src.assign([0, 1])
+    src = assigned(app, [0, 1])
     app.delivery.release.clear()  # type: ignore[attr-defined]
     src.script.append(records(0, 0, 5) + records(1, 0, 5))
     app._step()
@@ -475,9 +463,7 @@ def test_pauses_over_budget_and_resumes_below_half(make_app: Callable[..., app_m
 
 def test_timer_commits_asynchronously_what_was_delivered(make_app: Callable[..., app_module.App]) -> None:
     app = make_app(COMMIT_INTERVAL_MS="10")
-    src = fake(app)
-    src.start(app.tracker.committed)
-    src.assign([0])
+    src = assigned(app, [0])
     src.script.append(records(0, 0, 5))
     step_until(app, lambda: src.stored() == {0: 5})
     assert all(wait is False for _, wait, _ in src.commits)
@@ -499,9 +485,7 @@ def test_consume_errors_are_logged_once_per_interval(
     make_app: Callable[..., app_module.App], caplog: pytest.LogCaptureFixture
 ) -> None:
     app = make_app()
-    src = fake(app)
-    src.start(app.tracker.committed)
-    src.assign([0])
+    src = assigned(app, [0])
     for _ in range(50):
         src.script.append([ErrorMessage(0, 0, None)])
     with caplog.at_level(logging.WARNING):
