@@ -128,7 +128,7 @@ class Settings(BaseSettings):
         if self.avro_writer_schema_file is not None and self.schema_registry_url is not None:
             raise ValueError("AVRO_WRITER_SCHEMA_FILE applies to raw Avro only; unset it or SCHEMA_REGISTRY_URL")
         if self.schema_registry_url is None:
-            registry_only = [SCHEMA_REGISTRY_CFG_PREFIX + k.upper().replace(".", "_") for k in self.schema_registry_cfg]
+            registry_only = [setting_name(SCHEMA_REGISTRY_CFG_PREFIX, k) for k in self.schema_registry_cfg]
             registry_only += [
                 name.upper()
                 for name in ("schema_registry_basic_auth_user_info_file", "schema_registry_bearer_auth_token_file")
@@ -143,22 +143,28 @@ class Settings(BaseSettings):
         return self.batch_linger_ms / 1000
 
 
+def setting_name(prefix: str, prop: str) -> str:
+    """`("KAFKA_CFG_", "security.protocol")` → `KAFKA_CFG_SECURITY_PROTOCOL`: the variable that sets a property."""
+    return prefix + prop.upper().replace(".", "_")
+
+
+def _properties(environ: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """The properties that variables named `<prefix><NAME>` set, `<NAME>` lower-cased with `_` → `.`."""
+    return {
+        name[len(prefix) :].lower().replace("_", "."): value
+        for name, value in environ.items()
+        if name.startswith(prefix) and len(name) > len(prefix)
+    }
+
+
 def kafka_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     """`KAFKA_CFG_SECURITY_PROTOCOL=SASL_SSL` → `{"security.protocol": "SASL_SSL"}`."""
-    return {
-        name[len(KAFKA_CFG_PREFIX) :].lower().replace("_", "."): value
-        for name, value in environ.items()
-        if name.startswith(KAFKA_CFG_PREFIX) and len(name) > len(KAFKA_CFG_PREFIX)
-    }
+    return _properties(environ, KAFKA_CFG_PREFIX)
 
 
 def registry_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     """`SCHEMA_REGISTRY_CFG_BASIC_AUTH_USER_INFO=u:p` → `{"basic.auth.user.info": "u:p"}`."""
-    return {
-        name[len(SCHEMA_REGISTRY_CFG_PREFIX) :].lower().replace("_", "."): value
-        for name, value in environ.items()
-        if name.startswith(SCHEMA_REGISTRY_CFG_PREFIX) and len(name) > len(SCHEMA_REGISTRY_CFG_PREFIX)
-    }
+    return _properties(environ, SCHEMA_REGISTRY_CFG_PREFIX)
 
 
 def load(environ: Mapping[str, str] | None = None) -> tuple[Settings, dict[str, str]]:
@@ -180,12 +186,12 @@ def load(environ: Mapping[str, str] | None = None) -> tuple[Settings, dict[str, 
     overrides = kafka_overrides(env)
     for key in _MUST_BE_FALSE:
         if key in overrides and overrides[key].strip().lower() not in ("false", "0"):
-            name = KAFKA_CFG_PREFIX + key.upper().replace(".", "_")
+            name = setting_name(KAFKA_CFG_PREFIX, key)
             raise ConfigError(f"{name} is invalid: must be false: offsets are committed only after delivery")
     return settings, overrides
 
 
-_SECRET_WORDS = ("password", "secret", "token", "key", "jaas")
+_SECRET_WORDS = ("password", "secret", "token", "key", "jaas", "user.info")
 
 
 def redacted(settings: Settings, overrides: dict[str, str]) -> dict[str, object]:
@@ -196,12 +202,10 @@ def redacted(settings: Settings, overrides: dict[str, str]) -> dict[str, object]
     for name in ("SCHEMA_REGISTRY_URL", "TRACK_API_URL"):
         if isinstance(out.get(name), str):
             out[name] = redact_urls(str(out[name]))
-    for key, value in overrides.items():
-        secret = any(word in key for word in _SECRET_WORDS) and not key.endswith(".location")
-        out["KAFKA_CFG_" + key.upper().replace(".", "_")] = "<redacted>" if secret else value
-    for key, value in settings.schema_registry_cfg.items():
-        secret = any(word in key for word in (*_SECRET_WORDS, "user.info")) and not key.endswith(".location")
-        out[SCHEMA_REGISTRY_CFG_PREFIX + key.upper().replace(".", "_")] = "<redacted>" if secret else value
+    for prefix, props in ((KAFKA_CFG_PREFIX, overrides), (SCHEMA_REGISTRY_CFG_PREFIX, settings.schema_registry_cfg)):
+        for key, value in props.items():
+            secret = any(word in key for word in _SECRET_WORDS) and not key.endswith(".location")
+            out[setting_name(prefix, key)] = "<redacted>" if secret else value
     return out
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from consumer.config import SCHEMA_REGISTRY_CFG_PREFIX, ConfigError, Settings, valid_token
+from consumer.config import SCHEMA_REGISTRY_CFG_PREFIX, ConfigError, Settings, setting_name, valid_token
 from consumer.delivery import TokenSource
 from consumer.throttle import Throttle
 
@@ -42,7 +42,7 @@ _DEFAULTS: dict[str, Any] = {"max.retries": 0}
 
 
 def env_name(prop: str) -> str:
-    return SCHEMA_REGISTRY_CFG_PREFIX + prop.upper().replace(".", "_")
+    return setting_name(SCHEMA_REGISTRY_CFG_PREFIX, prop)
 
 
 def valid_user_info(value: str) -> bool:

@@ -15,7 +15,7 @@ from typing import TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from consumer import __version__
-from consumer.config import ConfigError, Settings
+from consumer.config import KAFKA_CFG_PREFIX, ConfigError, Settings, setting_name
 from consumer.throttle import Throttle
 
 T = TypeVar("T")
@@ -84,10 +84,10 @@ def kafka_client(cls: type[T], config: dict[str, object]) -> T:
     except (KafkaException, ValueError, TypeError) as exc:
         detail = exc.args[0].str() if isinstance(exc, KafkaException) else str(exc)
         named = re.search(r'"([a-z0-9._]+)"', detail)  # librdkafka quotes the property it refuses
-        setting = "KAFKA_CFG_" + named.group(1).upper().replace(".", "_") if named else "KAFKA_CFG_*"
+        setting = setting_name(KAFKA_CFG_PREFIX, named.group(1)) if named else "KAFKA_CFG_*"
         if not named and "SASL mechanism" in detail:  # librdkafka names the value, not the property
             key = "sasl.mechanisms" if "sasl.mechanisms" in config else "sasl.mechanism"
-            setting = "KAFKA_CFG_" + key.upper().replace(".", "_")
+            setting = setting_name(KAFKA_CFG_PREFIX, key)
         raise ConfigError(f"{setting} is invalid: {detail}") from None
 
 
